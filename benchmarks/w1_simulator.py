@@ -754,6 +754,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _load_avg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
 def collect_meta(args, names: list[str], sizes: list[int]) -> dict:
     ram = total_ram_mib()
     dists = ("torch", "pennylane", "pennylane-lightning", "qiskit", "qiskit-aer",
@@ -771,6 +778,7 @@ def collect_meta(args, names: list[str], sizes: list[int]) -> dict:
             f"torch.set_num_threads({args.threads}); OMP/MKL/OPENBLAS_NUM_THREADS={args.threads};"
             f" Aer max_parallel_threads={args.threads}"
         ),
+        "load_avg_start": _load_avg(),
         "device": args.device,
         "batch": args.batch,
         "layers": args.layers,
@@ -798,6 +806,8 @@ def header_lines(meta: dict, skipped_note: str) -> list[str]:
         f"- CPU: {meta['cpu']}, {meta['logical_cpus']} logical cores"
         f" ({meta['usable_cpus']} usable), RAM {meta['ram_gib']} GiB",
         f"- threads: {meta['thread_settings']}",
+        f"- load average (1/5/15 min) at start: {meta['load_avg_start']},"
+        f" at end: {meta.get('load_avg_end', 'n/a')} (other processes distort timings)",
         f"- tinyqml device: {meta['device']} (peers always run on CPU)",
         f"- timing: median of {meta['repeats']} repeats (n: repeats) after"
         f" {meta['warmup']} warm-up; one subprocess per cell; timeout {meta['timeout_s']:.0f} s",
@@ -1012,6 +1022,7 @@ def main(argv: list[str] | None = None) -> int:
 
     checks = [] if args.no_check else run_checks(names, args)
     rows = measure_all(names, sizes, args)
+    meta["load_avg_end"] = _load_avg()
     report, speed = render_report(meta, rows, checks, names, sizes, skipped_note)
     print("\n" + report, end="")
     payload = {

@@ -208,6 +208,8 @@ class Op:
     def from_dict(cls, d: dict[str, Any]) -> "Op":
         if not isinstance(d, dict) or "gate" not in d or "wires" not in d:
             raise CircuitFormatError(f"an operation needs 'gate' and 'wires', got {d!r}")
+        if not isinstance(d["wires"], list) or not isinstance(d.get("params", []), list):
+            raise CircuitFormatError(f"an operation's 'wires' and 'params' must be lists, got {d!r}")
         matrix = None
         if "matrix" in d:
             try:
@@ -322,6 +324,8 @@ class Circuit:
         ops = d.get("ops")
         if not isinstance(ops, list):
             raise CircuitFormatError("'ops' must be a list of operations")
+        if not isinstance(d.get("n_wires"), int) or isinstance(d.get("n_wires"), bool):
+            raise CircuitFormatError(f"'n_wires' must be an integer, got {d.get('n_wires')!r}")
         return cls(d.get("n_wires"), tuple(Op.from_dict(o) for o in ops))  # type: ignore[arg-type]
 
     @classmethod

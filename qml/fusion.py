@@ -173,10 +173,6 @@ def compile_circuit(circuit: Circuit) -> Program:
 # --------------------------------------------------------------------------- materialize
 
 
-def _eye2(b: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.eye(2, dtype=dtype, device=device).expand(b, 2, 2)
-
-
 def op_matrices(prog: Program, angles: Tensor, batched: Sequence[bool], dtype: torch.dtype,
                 wanted: Sequence[int]) -> dict[int, Tensor]:
     """Matrices (or diagonals for diagonal multi-wire gates) of the ops in ``wanted``.
@@ -210,18 +206,76 @@ def op_matrices(prog: Program, angles: Tensor, batched: Sequence[bool], dtype: t
     return out
 
 
-def _run_matrix(run: Sequence[int], mats: dict[int, Tensor], dtype: torch.dtype, device: torch.device) -> Tensor:
-    acc = None
-    for i in run:
-        m = mats[i]
-        acc = m if acc is None else m @ acc
-    return _eye2(1, dtype, device) if acc is None else acc
+class WireMatrices:
+    """All single-wire gate matrices of a circuit in two stacked tensors.
+
+    ``shared [1, N+1, 2, 2]`` holds the gates that do not read inputs, ``per_row
+    [B, M+1, 2, 2]`` those that do; the last entry of each is the identity. Runs of
+    gates per wire are then multiplied for all wires of a block at once.
+    """
+
+    def __init__(self, prog: Program, angles: Tensor, batched: Sequence[bool], dtype: torch.dtype) -> None:
+        singles = [i for i, op in enumerate(prog.ops) if len(op.wires) == 1]
+        self.is_b = {i: any(batched[s] for s in prog.slots[i]) for i in singles}
+        mats = op_matrices(prog, angles, batched, dtype, singles)
+        eye = torch.eye(2, dtype=dtype, device=angles.device)
+        self.ba = angles.shape[0]
+        self.slot: dict[int, int] = {}
+        parts: dict[bool, list[Tensor]] = {False: [], True: []}
+        for i in singles:
+            self.slot[i] = len(parts[self.is_b[i]])
+            parts[self.is_b[i]].append(mats[i].expand(1 if not self.is_b[i] else self.ba, 2, 2))
+        self.shared = torch.stack(parts[False] + [eye.unsqueeze(0)], 1)
+        self.per_row = torch.stack(parts[True] + [eye.expand(self.ba, 2, 2)], 1) if parts[True] else None
+        self._both: Tensor | None = None
+
+    def runs_product(self, runs: Sequence[Sequence[int]]) -> Tensor:
+        """``[Bm, len(runs), 2, 2]``: per run, the product of its gates (identity for empty runs)."""
+        ops = [i for r in runs for i in r]
+        any_b = any(self.is_b[i] for i in ops)
+        if any_b:
+            src, n_shared = self._combined(), self.shared.shape[1]
+            ident = n_shared - 1
+
+            def index(i: int) -> int:
+                return n_shared + self.slot[i] if self.is_b[i] else self.slot[i]
+        else:
+            src, ident = self.shared, self.shared.shape[1] - 1
+
+            def index(i: int) -> int:
+                return self.slot[i]
+        depth = max((len(r) for r in runs), default=0)
+        acc = None
+        for j in range(depth):
+            idx = [index(r[j]) if j < len(r) else ident for r in runs]
+            m = src[:, idx]
+            acc = m if acc is None else m @ acc
+        if acc is None:
+            acc = self.shared[:, [ident] * len(runs)]
+        return acc
+
+    def _combined(self) -> Tensor:
+        if self._both is None:
+            assert self.per_row is not None
+            self._both = torch.cat([self.shared.expand(self.ba, -1, -1, -1), self.per_row], 1)
+        return self._both
 
 
-def _kron(a: Tensor, b: Tensor) -> Tensor:
-    ba = max(a.shape[0], b.shape[0])
-    da, db = a.shape[-1], b.shape[-1]
-    return (a[:, :, None, :, None] * b[:, None, :, None, :]).reshape(ba, da * db, da * db)
+def _kron_groups(w: Tensor, groups: Sequence[tuple[int, int]]) -> list[Tensor]:
+    """Kronecker products of consecutive wire matrices ``w [Bm, n, 2, 2]`` per group."""
+    out: list[Tensor] = []
+    bm = w.shape[0]
+    sizes = {k for _, k in groups}
+    for k in sorted(sizes, reverse=True):
+        starts = [a for a, kk in groups if kk == k]
+        sel = w[:, [a + t for a in starts for t in range(k)]].reshape(bm, len(starts), k, 2, 2)
+        m = sel[:, :, 0]
+        for t in range(1, k):
+            d = m.shape[-1]
+            m = (m[..., :, None, :, None] * sel[:, :, t, None, :, None, :]).reshape(bm, len(starts), 2 * d, 2 * d)
+        for j, a in enumerate(starts):
+            out.append((a, m[:, j]))  # type: ignore[arg-type]
+    return [m for _, m in sorted(out, key=lambda am: am[0])]  # type: ignore[misc]
 
 
 def _full_diag(prog: Program, block: Diag, mats: dict[int, Tensor]) -> Tensor:
@@ -233,45 +287,40 @@ def _full_diag(prog: Program, block: Diag, mats: dict[int, Tensor]) -> Tensor:
     return d
 
 
+def product_state(vecs: Tensor) -> Tensor:
+    """``[Bm, 2**n]`` Kronecker product of per-wire vectors ``vecs [Bm, n, 2]`` (wire 0 first)."""
+    psi = vecs[:, 0]
+    for w in range(1, vecs.shape[1]):
+        psi = (psi[:, :, None] * vecs[:, w, None, :]).reshape(vecs.shape[0], -1)
+    return psi
+
+
 def materialize(prog: Program, angles: Tensor, batched: Sequence[bool], dtype: torch.dtype
                 ) -> tuple[Tensor, list[list[Tensor]]]:
-    """The opening product state ``[Ba, 2**n]`` and each block's tensors, built with autograd."""
-    dev = angles.device
-    # single-wire gates come back as [Ba, 2, 2] matrices, diagonal multi-wire gates as diagonals
-    mats = op_matrices(prog, angles, batched, dtype, range(len(prog.ops)))
+    """The opening per-wire vectors ``[Ba, n, 2]`` and each block's tensors, built with autograd.
+
+    The opening state is their Kronecker product (:func:`product_state`); it is built
+    chunk by chunk when the circuit runs, never as a whole batch up front.
+    """
     n = prog.n
-    if prog.init is not None:
-        vecs = [_run_matrix(r, mats, dtype, dev)[:, :, 0] for r in prog.init.runs]
-        psi0 = vecs[0]
-        for v in vecs[1:]:
-            psi0 = (psi0[:, :, None] * v[:, None, :]).reshape(max(psi0.shape[0], v.shape[0]), -1)
-    else:
-        psi0 = torch.zeros(1, 2**n, dtype=dtype, device=dev)
-        psi0[0, 0] = 1
+    wm = WireMatrices(prog, angles, batched, dtype)
+    multi = [i for i, op in enumerate(prog.ops) if len(op.wires) > 1]
+    mats = op_matrices(prog, angles, batched, dtype, multi)
+    init_runs = prog.init.runs if prog.init is not None else ((),) * n
+    vecs = wm.runs_product(init_runs)[..., 0]
     tensors: list[list[Tensor]] = []
     for blk in prog.blocks:
         if isinstance(blk, KronLayer):
-            wire_m = [_run_matrix(r, mats, dtype, dev) for r in blk.runs]
-            gm = []
-            for a, k in blk.groups:
-                m = wire_m[a]
-                for w in range(a + 1, a + k):
-                    m = _kron(m, wire_m[w])
-                gm.append(m)
-            tensors.append(gm)
+            tensors.append(_kron_groups(wm.runs_product(blk.runs), blk.groups))
         elif isinstance(blk, Single):
-            tensors.append([_run_matrix(blk.run, mats, dtype, dev)])
+            tensors.append([wm.runs_product([blk.run])[:, 0]])
         elif isinstance(blk, Diag):
             tensors.append([_full_diag(prog, blk, mats)])
         elif isinstance(blk, Dense):
-            op = prog.ops[blk.op]
-            if op.gate.structure == "diagonal":
-                tensors.append([torch.diag_embed(mats[blk.op])])
-            else:
-                tensors.append([mats[blk.op]])
+            tensors.append([mats[blk.op]])
         else:
             tensors.append([])
-    return psi0, tensors
+    return vecs, tensors
 
 
 # --------------------------------------------------------------------------- apply / backward
@@ -366,24 +415,31 @@ def chunk_rows(n: int, dtype: torch.dtype, device: torch.device) -> int:
     return max(1, CHUNK_BYTES // ((2**n) * item))
 
 
-def batch_of(psi0: Tensor, tensors: list[list[Tensor]]) -> int:
-    b = psi0.shape[0]
+def batch_of(init: Tensor, tensors: list[list[Tensor]]) -> int:
+    b = init.shape[0]
     for ts in tensors:
         for t in ts:
             b = max(b, t.shape[0])
     return b
 
 
-def run_chunked(prog: Program, psi0: Tensor, tensors: list[list[Tensor]]) -> Tensor:
+def initial_rows(init: Tensor, lo: int, hi: int) -> Tensor:
+    """Rows ``lo:hi`` of the opening state; ``init`` is per-wire vectors ``[Bm, n, 2]`` or a state ``[Bm, 2**n]``."""
+    part = _rows(init, lo, hi)
+    psi = product_state(part) if init.dim() == 3 else part
+    return psi.expand(hi - lo, -1)
+
+
+def run_chunked(prog: Program, init: Tensor, tensors: list[list[Tensor]]) -> Tensor:
     """Forward without autograd, chunk by chunk so each chunk's state stays in cache."""
-    b = batch_of(psi0, tensors)
-    step = chunk_rows(prog.n, psi0.dtype, psi0.device)
+    b = batch_of(init, tensors)
+    step = chunk_rows(prog.n, tensors[0][0].dtype if prog.blocks and tensors[0] else init.dtype, init.device)
     if b <= step:
-        return run_blocks(prog, psi0.expand(b, -1), tensors)
-    out = torch.empty(b, 2**prog.n, dtype=psi0.dtype, device=psi0.device)
+        return run_blocks(prog, initial_rows(init, 0, b), tensors)
+    out = torch.empty(b, 2**prog.n, dtype=init.dtype, device=init.device)
     for lo in range(0, b, step):
         hi = min(b, lo + step)
-        out[lo:hi] = run_blocks(prog, _rows(psi0, lo, hi).expand(hi - lo, -1), tensors, lo, hi)
+        out[lo:hi] = run_blocks(prog, initial_rows(init, lo, hi), tensors, lo, hi)
     return out
 
 
@@ -392,28 +448,30 @@ class AdjointRun(torch.autograd.Function):
 
     The backward keeps only the final state and walks the blocks in reverse,
     un-applying each (``U^H``) to the state and to the incoming gradient, so memory
-    does not depend on the number of gates.
+    does not depend on the number of gates. The opening product state is rebuilt per
+    chunk, and its gradient taken there, so it never exists for the whole batch.
     """
 
     @staticmethod
-    def forward(ctx, prog: Program, sizes: tuple[int, ...], psi0: Tensor, *flat: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, prog: Program, sizes: tuple[int, ...], init: Tensor, *flat: Tensor) -> Tensor:  # type: ignore[override]
         tensors = _unflatten(flat, sizes)
         with torch.no_grad():
-            psi = run_chunked(prog, psi0, tensors)
-        ctx.prog, ctx.sizes, ctx.psi0_rows = prog, sizes, psi0.shape[0]
-        ctx.save_for_backward(psi, *flat)
+            psi = run_chunked(prog, init, tensors)
+        ctx.prog, ctx.sizes = prog, sizes
+        ctx.save_for_backward(psi, init, *flat)
         return psi
 
     @staticmethod
     def backward(ctx, g_out: Tensor):  # type: ignore[override]
-        psi, *flat = ctx.saved_tensors
+        psi, init, *flat = ctx.saved_tensors
         prog, sizes = ctx.prog, ctx.sizes
         tensors = _unflatten(tuple(flat), sizes)
-        grads = [torch.zeros_like(t) for t in flat]
+        need = ctx.needs_input_grad[3:]
+        grads = [torch.zeros_like(t) if nd else None for t, nd in zip(flat, need)]
         gtens = _unflatten(tuple(grads), sizes)
+        g_init = torch.zeros_like(init) if ctx.needs_input_grad[2] else None
         b = psi.shape[0]
         step = chunk_rows(prog.n, psi.dtype, psi.device)
-        g_psi0 = torch.empty_like(psi)
         with torch.no_grad():
             for lo in range(0, b, step):
                 hi = min(b, lo + step)
@@ -422,23 +480,36 @@ class AdjointRun(torch.autograd.Function):
                     ts = [_rows(t, lo, hi) for t in tensors[bi]]
                     y, g, gts = backward_block(prog, prog.blocks[bi], y, g, ts)
                     for t, acc, gt in zip(tensors[bi], gtens[bi], gts):
-                        if gt is None:
+                        if gt is None or acc is None:
                             continue
                         if t.shape[0] == 1:
                             acc += gt
                         else:
                             acc[lo:hi] += gt
-                g_psi0[lo:hi] = g
-        if ctx.psi0_rows == 1 and b > 1:
-            g_psi0 = g_psi0.sum(0, keepdim=True)
-        return (None, None, g_psi0, *grads)
+                if g_init is not None:
+                    _accumulate_init_grad(init, g_init, g, lo, hi)
+        return (None, None, g_init, *grads)
+
+
+def _accumulate_init_grad(init: Tensor, g_init: Tensor, g: Tensor, lo: int, hi: int) -> None:
+    """Add the gradient of rows ``lo:hi`` of the opening state to ``g_init``."""
+    if init.dim() == 3:
+        with torch.enable_grad():
+            v = _rows(init, lo, hi).detach().requires_grad_(True)
+            (gv,) = torch.autograd.grad(product_state(v).expand(hi - lo, -1), v, g)
+    else:
+        gv = g.sum(0, keepdim=True) if init.shape[0] == 1 else g
+    if init.shape[0] == 1:
+        g_init += gv
+    else:
+        g_init[lo:hi] += gv
 
 
 def _flatten(tensors: list[list[Tensor]]) -> tuple[tuple[Tensor, ...], tuple[int, ...]]:
     return tuple(t for ts in tensors for t in ts), tuple(len(ts) for ts in tensors)
 
 
-def _unflatten(flat: Sequence[Tensor], sizes: Sequence[int]) -> list[list[Tensor]]:
+def _unflatten(flat: Sequence[Tensor | None], sizes: Sequence[int]) -> list[list]:
     out, pos = [], 0
     for s in sizes:
         out.append(list(flat[pos : pos + s]))
@@ -446,29 +517,37 @@ def _unflatten(flat: Sequence[Tensor], sizes: Sequence[int]) -> list[list[Tensor
     return out
 
 
-def use_unitary(prog: Program, psi0: Tensor, tensors: list[list[Tensor]]) -> bool:
-    """Small registers with a shared (unbatched) circuit: build the circuit's unitary once."""
-    if prog.n > 6 or not prog.blocks:
+#: registers up to this many wires may be simulated by building the circuit's unitary
+UNITARY_MAX_WIRES = 6
+
+
+def use_unitary(prog: Program, init: Tensor, tensors: list[list[Tensor]]) -> bool:
+    """Small registers with a shared (unbatched) circuit body: build its unitary once."""
+    if prog.n > UNITARY_MAX_WIRES or not prog.blocks:
         return False
     if any(t.shape[0] != 1 for ts in tensors for t in ts):
         return False
-    return psi0.shape[0] > 2**prog.n // 2
+    return init.shape[0] > 2**prog.n // 2
 
 
-def execute(prog: Program, psi0: Tensor, tensors: list[list[Tensor]], adjoint: bool) -> Tensor:
-    """Final states ``[B, 2**n]``: adjoint-method autograd or plain autograd through the blocks."""
-    if use_unitary(prog, psi0, tensors):
-        eye = torch.eye(2**prog.n, dtype=psi0.dtype, device=psi0.device)
-        ut = execute(prog, eye, tensors, adjoint) if not adjoint else _adjoint(prog, eye, tensors)
-        return psi0 @ ut
+def execute(prog: Program, init: Tensor, tensors: list[list[Tensor]], adjoint: bool) -> Tensor:
+    """Final states ``[B, 2**n]``: adjoint-method autograd or plain autograd through the blocks.
+
+    ``init`` is the opening per-wire vectors ``[Bm, n, 2]`` (or a full state ``[Bm, 2**n]``).
+    """
+    b = batch_of(init, tensors)
+    if use_unitary(prog, init, tensors):
+        eye = torch.eye(2**prog.n, dtype=init.dtype, device=init.device)
+        ut = _adjoint(prog, eye, tensors) if adjoint else run_blocks(prog, eye, tensors)
+        return initial_rows(init, 0, init.shape[0]) @ ut
     if adjoint:
-        return _adjoint(prog, psi0, tensors)
-    return run_blocks(prog, psi0.expand(batch_of(psi0, tensors), -1), tensors)
+        return _adjoint(prog, init, tensors)
+    return run_blocks(prog, initial_rows(init, 0, b), tensors)
 
 
-def _adjoint(prog: Program, psi0: Tensor, tensors: list[list[Tensor]]) -> Tensor:
+def _adjoint(prog: Program, init: Tensor, tensors: list[list[Tensor]]) -> Tensor:
     flat, sizes = _flatten(tensors)
-    return AdjointRun.apply(prog, sizes, psi0, *flat)
+    return AdjointRun.apply(prog, sizes, init, *flat)
 
 
 def reference_run(circuit: Circuit, angles: Tensor, batched: Sequence[bool], dtype: torch.dtype,

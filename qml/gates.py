@@ -83,6 +83,10 @@ class Gate:
     def __repr__(self) -> str:
         return f"Gate({self.name})"
 
+    def __reduce__(self) -> tuple:
+        # gates are registry singletons compared by identity: copy/pickle by name
+        return (get_gate, (self.name,))
+
     def check_wires(self, k: int) -> bool:
         """Whether the gate accepts ``k`` wires."""
         if self.num_wires:

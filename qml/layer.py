@@ -42,10 +42,14 @@ class QuantumLayer(nn.Module):
         self.circuit = circuit
         self.observables = tuple(observables)
         self.diff_method = diff_method
-        self.dtype = dtype
         rdtype = torch.float64 if dtype == torch.complex128 else torch.float32
         gen = torch.Generator().manual_seed(seed)
         self.weights = nn.Parameter(torch.rand(circuit.n_weights, generator=gen, dtype=rdtype) * init_scale)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Complex dtype of the simulation, following the weights (``.double()`` switches to complex128)."""
+        return torch.complex128 if self.weights.dtype == torch.float64 else torch.complex64
 
     @property
     def n_outputs(self) -> int:

@@ -61,10 +61,10 @@ def state_from_angles(circuit: Circuit, angles: Tensor, batched: Sequence[bool],
                       adjoint: bool) -> Tensor:
     """Final states ``[B, 2**n]`` for resolved angles (the heart of every entry point)."""
     prog = F.compile_circuit(circuit)
-    psi0, tensors = F.materialize(prog, angles, batched, dtype)
+    init, tensors = F.materialize(prog, angles, batched, dtype)
     if not prog.blocks:
-        return psi0
-    return F.execute(prog, psi0, tensors, adjoint)
+        return F.product_state(init)
+    return F.execute(prog, init, tensors, adjoint)
 
 
 def statevector(circuit: Circuit, weights: Any = None, inputs: Any = None, dtype: torch.dtype = torch.complex128,
