@@ -9,6 +9,10 @@ The reference pipeline applies one gate at a time. For speed the circuit is firs
   ``2x2`` and per group of ``k`` consecutive wires into one ``2**k`` matrix. Each group
   is one batched GEMM on the leading axes whose output puts those axes last, so after
   all groups the axis order is back where it started (no transposes).
+  When every gate of the layer is real (RY, H, X, ...) once leading and trailing
+  diagonal gates (RZ, P, S, ...) are split off into ``Diag`` blocks, the layer is
+  *real*: it runs in real arithmetic on the "planar" state (real and imaginary parts
+  as separate rows), half the work of complex matrices.
 - ``Single``: a fused ``2x2`` on one wire.
 - ``Perm``: consecutive permutation gates (CX, SWAP, CCX, ...) composed into one gather.
 - ``Diag``: consecutive diagonal multi-wire gates (CZ, RZZ, CP, ...) merged into one
@@ -49,6 +53,7 @@ class ProductInit:
 class KronLayer:
     runs: tuple[tuple[int, ...], ...]  # per wire: op indices (empty = identity)
     groups: tuple[tuple[int, int], ...]  # (first wire, size) partition of 0..n-1
+    real: bool = False  # every gate real: applied with real arithmetic on the planar state
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ class Program:
     slots: tuple[tuple[int, ...], ...]  # per op: its parameter slot indices
     init: ProductInit | None
     blocks: list[Block] = field(default_factory=list)
+    planar_in: list[bool] = field(default_factory=list)  # per block: state is planar when it starts
+    planar_out: bool = False  # state is planar after the last block
     _perm_cache: dict = field(default_factory=dict)
 
     def perm_index(self, block: Perm, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -123,6 +130,13 @@ def compile_circuit(circuit: Circuit) -> Program:
     pending: list[list[int]] = [[] for _ in range(n)]
     started = False
 
+    def add_diag(idx: tuple[int, ...]) -> None:
+        last = prog.blocks[-1] if prog.blocks else None
+        if isinstance(last, Diag):
+            prog.blocks[-1] = Diag(last.ops + idx)
+        else:
+            prog.blocks.append(Diag(idx))
+
     def flush(wires: Sequence[int]) -> None:
         nonlocal started
         if not started:
@@ -137,7 +151,17 @@ def compile_circuit(circuit: Circuit) -> Program:
         if len(busy) * 2 >= n and n > 1:
             k = group_size(n)
             groups = tuple((a, min(k, n - a)) for a in range(0, n, k))
-            prog.blocks.append(KronLayer(tuple(tuple(r) for r in pending), groups))
+            split = [_split_real(r, ops) for r in pending]
+            if all(sp is not None for sp in split):
+                pre = tuple(i for sp in split for i in sp[0])  # type: ignore[index]
+                post = tuple(i for sp in split for i in sp[2])  # type: ignore[index]
+                if pre:
+                    add_diag(pre)
+                prog.blocks.append(KronLayer(tuple(tuple(sp[1]) for sp in split), groups, real=True))  # type: ignore[index]
+                if post:
+                    add_diag(post)
+            else:
+                prog.blocks.append(KronLayer(tuple(tuple(r) for r in pending), groups))
             for r in pending:
                 r.clear()
         else:
@@ -159,15 +183,41 @@ def compile_circuit(circuit: Circuit) -> Program:
             else:
                 prog.blocks.append(Perm((i,)))
         elif st == "diagonal":
-            if isinstance(last, Diag):
-                prog.blocks[-1] = Diag(last.ops + (i,))
-            else:
-                prog.blocks.append(Diag((i,)))
+            add_diag((i,))
         else:
             prog.blocks.append(Dense(i))
     flush(range(n))
+    _assign_modes(prog)
     object.__setattr__(circuit, "_tinyqml_program", prog)
     return prog
+
+
+def _split_real(run: Sequence[int], ops: Sequence[Op]) -> tuple[list[int], list[int], list[int]] | None:
+    """Split a run into (leading diagonal, real middle, trailing diagonal) gates, or None."""
+    diag = [ops[i].gate.structure == "diagonal" for i in run]
+    real = [ops[i].gate.real for i in run]
+    a = 0
+    while a < len(run) and diag[a] and not real[a]:
+        a += 1
+    b = len(run)
+    while b > a and diag[b - 1] and not real[b - 1]:
+        b -= 1
+    if not all(real[a:b]):
+        return None
+    return list(run[:a]), list(run[a:b]), list(run[b:])
+
+
+def _assign_modes(prog: Program) -> None:
+    """Record where the state is planar: from a real layer on, through Diag and Perm blocks."""
+    planar = False
+    prog.planar_in = []
+    for blk in prog.blocks:
+        prog.planar_in.append(planar)
+        if isinstance(blk, KronLayer) and blk.real:
+            planar = True
+        elif not isinstance(blk, (Diag, Perm)):
+            planar = False
+    prog.planar_out = planar
 
 
 # --------------------------------------------------------------------------- materialize
@@ -278,11 +328,20 @@ def _kron_groups(w: Tensor, groups: Sequence[tuple[int, int]]) -> list[Tensor]:
     return [m for _, m in sorted(out, key=lambda am: am[0])]  # type: ignore[misc]
 
 
-def _full_diag(prog: Program, block: Diag, mats: dict[int, Tensor]) -> Tensor:
+def _full_diag(prog: Program, block: Diag, mats: dict[int, Tensor], wm: "WireMatrices") -> Tensor:
+    """The block's full diagonal ``[Bm, 2**n]``: single-wire factors as one Kronecker product."""
+    n = prog.n
+    singles = [i for i in block.ops if len(prog.ops[i].wires) == 1]
     d = None
+    if singles:
+        runs: list[list[int]] = [[] for _ in range(n)]
+        for i in singles:
+            runs[prog.ops[i].wires[0]].append(i)
+        d = product_state(torch.diagonal(wm.runs_product(runs), dim1=-2, dim2=-1))
     for i in block.ops:
-        lifted = K.lift_diagonal(mats[i], prog.ops[i].wires, prog.n)
-        d = lifted if d is None else d * lifted
+        if len(prog.ops[i].wires) > 1:
+            lifted = K.lift_diagonal(mats[i], prog.ops[i].wires, n)
+            d = lifted if d is None else d * lifted
     assert d is not None
     return d
 
@@ -311,11 +370,12 @@ def materialize(prog: Program, angles: Tensor, batched: Sequence[bool], dtype: t
     tensors: list[list[Tensor]] = []
     for blk in prog.blocks:
         if isinstance(blk, KronLayer):
-            tensors.append(_kron_groups(wm.runs_product(blk.runs), blk.groups))
+            w = wm.runs_product(blk.runs)
+            tensors.append(_kron_groups(w.real if blk.real else w, blk.groups))
         elif isinstance(blk, Single):
             tensors.append([wm.runs_product([blk.run])[:, 0]])
         elif isinstance(blk, Diag):
-            tensors.append([_full_diag(prog, blk, mats)])
+            tensors.append([_full_diag(prog, blk, mats, wm)])
         elif isinstance(blk, Dense):
             tensors.append([mats[blk.op]])
         else:
@@ -338,18 +398,19 @@ def _kron_group_apply(x: Tensor, m: Tensor, k: int) -> Tensor:
     return out.reshape(c, -1)
 
 
-def _kron_group_back(y: Tensor, g: Tensor, m: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    c = y.shape[0]
-    d = 2**k
-    mh = m.conj().transpose(-1, -2)
-    yv = y.reshape(c, -1, d).transpose(1, 2)
+def _kron_group_back(yc: Tensor, g: Tensor, m: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Undo one Kronecker group on the conjugated state ``yc``; returns (conj input, input grad, matrix grad)."""
+    c, d = yc.shape[0], 2**k
+    mt = m.transpose(-1, -2).expand(c, d, d)
+    mh = m.conj().transpose(-1, -2).resolve_conj().expand(c, d, d)
+    yv = yc.reshape(c, -1, d).transpose(1, 2)
     gv = g.reshape(c, -1, d).transpose(1, 2)
-    x = (mh[0] @ yv if m.shape[0] == 1 else mh @ yv)
-    gx = (mh[0] @ gv if m.shape[0] == 1 else mh @ gv)
-    gm = gv @ x.conj().transpose(1, 2)
+    xc = torch.bmm(mt, yv)
+    gx = torch.bmm(mh, gv)
+    gm = torch.bmm(gv, xc.transpose(1, 2))
     if m.shape[0] == 1:
         gm = gm.sum(0, keepdim=True)
-    return x.reshape(c, -1), gx.reshape(c, -1), gm
+    return xc.reshape(c, -1), gx.reshape(c, -1), gm
 
 
 def apply_block(prog: Program, blk: Block, x: Tensor, ts: list[Tensor]) -> Tensor:
@@ -369,43 +430,151 @@ def apply_block(prog: Program, blk: Block, x: Tensor, ts: list[Tensor]) -> Tenso
     return K.apply_dense(x, ts[0], prog.ops[blk.op].wires, n)
 
 
-def backward_block(prog: Program, blk: Block, y: Tensor, g: Tensor, ts: list[Tensor]
+def backward_block(prog: Program, blk: Block, yc: Tensor, g: Tensor, ts: list[Tensor]
                    ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-    """Given the block's output state ``y`` and gradient ``g``: input state, input gradient, tensor grads."""
+    """One adjoint step.
+
+    Takes the *conjugated* output state ``yc`` and the output gradient ``g``; returns the
+    conjugated input state, the input gradient and the gradients of the block's tensors.
+    Carrying the conjugate keeps every large operand conjugation-free (``dL/dM = g x^H``).
+    """
     n = prog.n
     if isinstance(blk, KronLayer):
         grads: list[Tensor | None] = [None] * len(ts)
         for j in range(len(ts) - 1, -1, -1):
-            y, g, grads[j] = _kron_group_back(y, g, ts[j], blk.groups[j][1])
-        return y, g, grads
+            yc, g, grads[j] = _kron_group_back(yc, g, ts[j], blk.groups[j][1])
+        return yc, g, grads
     if isinstance(blk, Perm):
-        _, inv = prog.perm_index(blk, y.device)
-        return y.index_select(1, inv), g.index_select(1, inv), []
+        _, inv = prog.perm_index(blk, yc.device)
+        return yc.index_select(1, inv), g.index_select(1, inv), []
     if isinstance(blk, Diag):
         d = ts[0]
-        x = y * d.conj()
-        gd = g * x.conj()
+        xc = yc * d
+        gd = g * xc
         if d.shape[0] == 1:
             gd = gd.sum(0, keepdim=True)
-        return x, g * d.conj(), [gd]
+        return xc, g * d.conj(), [gd]
     m = ts[0]
+    mt = m.transpose(-1, -2)
     mh = m.conj().transpose(-1, -2)
     batched = m.shape[0] != 1
     if isinstance(blk, Single):
-        x = K.apply_single(y, mh, blk.wire, n)
-        return x, K.apply_single(g, mh, blk.wire, n), [K.single_grad(g, x, blk.wire, n, batched)]
+        xc = K.apply_single(yc, mt, blk.wire, n)
+        return xc, K.apply_single(g, mh, blk.wire, n), [K.single_grad(g, xc, blk.wire, n, batched, x_is_conj=True)]
     assert isinstance(blk, Dense)
     wires = prog.ops[blk.op].wires
-    x = K.apply_dense(y, mh, wires, n)
-    return x, K.apply_dense(g, mh, wires, n), [K.dense_grad(g, x, wires, n, batched)]
+    xc = K.apply_dense(yc, mt, wires, n)
+    return xc, K.apply_dense(g, mh, wires, n), [K.dense_grad(g, xc, wires, n, batched, x_is_conj=True)]
 
 
 def run_blocks(prog: Program, psi: Tensor, tensors: list[list[Tensor]], lo: int = 0, hi: int | None = None) -> Tensor:
-    """Apply every block to ``psi`` (rows ``lo:hi`` of the batched tensors)."""
+    """Apply every block to ``psi`` (rows ``lo:hi`` of the batched tensors); complex states in and out."""
     hi = psi.shape[0] if hi is None else hi
+    x, planar = psi, False
     for blk, ts in zip(prog.blocks, tensors):
-        psi = apply_block(prog, blk, psi, [_rows(t, lo, hi) for t in ts])
-    return psi
+        ts = [_rows(t, lo, hi) for t in ts]
+        if isinstance(blk, KronLayer) and blk.real:
+            x = real_kron_apply(x if planar else torch.view_as_real(x).reshape(x.shape[0], -1), ts, blk)
+            x, planar = x.reshape(-1, 2**prog.n), True
+        elif planar and isinstance(blk, Diag):
+            x = planar_diag(x, ts[0])
+        elif isinstance(blk, Perm):
+            src, _ = prog.perm_index(blk, x.device)
+            x = x.index_select(1, src)
+        else:
+            if planar:
+                x, planar = to_complex(x), False
+            x = apply_block(prog, blk, x, ts)
+    return to_complex(x) if planar else x
+
+
+# --------------------------------------------------------------------------- planar (real) layers
+
+
+def to_complex(xp: Tensor) -> Tensor:
+    """Planar rows ``[2C, N]`` (re, im interleaved by row) to a complex ``[C, N]``."""
+    c2, n = xp.shape
+    return torch.view_as_complex(xp.reshape(c2 // 2, 2, n).transpose(1, 2).contiguous())
+
+
+def to_planar(x: Tensor) -> Tensor:
+    """Complex ``[C, N]`` to planar rows ``[2C, N]``."""
+    return torch.view_as_real(x).transpose(1, 2).reshape(-1, x.shape[1])
+
+
+def _row_matrices(mt: Tensor, rows: int) -> Tensor:
+    """Per-row matrices for ``rows`` state rows (shared: expanded; per sample: repeated per plane)."""
+    if mt.shape[0] == 1:
+        return mt.expand(rows, -1, -1)
+    return mt if mt.shape[0] == rows else mt.repeat_interleave(rows // mt.shape[0], 0)
+
+
+def real_kron_apply(xr: Tensor, ms: list[Tensor], blk: KronLayer) -> Tensor:
+    """Apply a real Kronecker layer to real rows ``xr [R, L]``.
+
+    ``xr`` is either planar rows ``[2C, N]`` or the interleaved real view ``[C, 2N]`` of a
+    complex state; in the latter case the (re, im) axis rides along the rotation and
+    ends up in front, so the output is planar either way.
+    """
+    rows = xr.shape[0]
+    for (_, k), m in zip(blk.groups, ms):
+        d = 2**k
+        v = xr.reshape(rows, d, -1).transpose(1, 2)
+        xr = torch.bmm(v, _row_matrices(m.transpose(-1, -2), rows)).reshape(rows, -1)
+    return xr
+
+
+def _cmul_planar(ar: Tensor, ai: Tensor, br: Tensor, bi: Tensor) -> tuple[Tensor, Tensor]:
+    return ar * br - ai * bi, ar * bi + ai * br
+
+
+def planar_diag(xp: Tensor, d: Tensor) -> Tensor:
+    """Multiply planar rows by a complex diagonal ``d [Bm, N]``."""
+    c = xp.shape[0] // 2
+    v = xp.reshape(c, 2, -1)
+    re, im = _cmul_planar(v[:, 0], v[:, 1], d.real, d.imag)
+    return torch.stack([re, im], 1).reshape(2 * c, -1)
+
+
+def _planar_diag_back(y: Tensor, g: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward of :func:`planar_diag`: input state, input gradient (planar) and ``dL/dd`` (complex)."""
+    c = y.shape[0] // 2
+    yv, gv = y.reshape(c, 2, -1), g.reshape(c, 2, -1)
+    dr, dci = d.real, -d.imag
+    xr, xi = _cmul_planar(yv[:, 0], yv[:, 1], dr, dci)
+    gr, gi = _cmul_planar(gv[:, 0], gv[:, 1], dr, dci)
+    gd = torch.complex(gv[:, 0] * xr + gv[:, 1] * xi, gv[:, 1] * xr - gv[:, 0] * xi)
+    if d.shape[0] == 1:
+        gd = gd.sum(0, keepdim=True)
+    return torch.stack([xr, xi], 1).reshape(2 * c, -1), torch.stack([gr, gi], 1).reshape(2 * c, -1), gd
+
+
+def _real_kron_back(y: Tensor, g: Tensor, ms: list[Tensor], blk: KronLayer, planar_in: bool
+                    ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+    """Backward of :func:`real_kron_apply` on planar ``y``, ``g``; outputs in the layer's input layout."""
+    c2, n_amp = y.shape
+    rows = c2 if planar_in else c2 // 2
+    both = torch.cat([y.reshape(rows, -1), g.reshape(rows, -1)], 0)
+    grads: list[Tensor | None] = [None] * len(ms)
+    for j in range(len(ms) - 1, -1, -1):
+        k = blk.groups[j][1]
+        d = 2**k
+        m = ms[j]
+        mt = m.transpose(-1, -2)  # real orthogonal: the inverse is the transpose
+        sv = both.reshape(2 * rows, -1, d).transpose(1, 2)
+        both = torch.bmm(_row_matrices(mt, 2 * rows) if m.shape[0] == 1 else
+                         torch.cat([_row_matrices(mt, rows)] * 2, 0), sv)
+        gm = torch.bmm(sv[rows:], both[:rows].transpose(1, 2))
+        if m.shape[0] == 1:
+            gm = gm.sum(0, keepdim=True)
+        elif gm.shape[0] != m.shape[0]:
+            gm = gm.reshape(m.shape[0], -1, d, d).sum(1)
+        grads[j] = gm
+        both = both.reshape(2 * rows, -1)
+    x, gx = both[:rows], both[rows:]
+    if planar_in:
+        return x, gx, grads
+    return torch.view_as_complex(x.reshape(rows, -1, 2)), torch.view_as_complex(gx.reshape(rows, -1, 2)), grads
 
 
 def chunk_rows(n: int, dtype: torch.dtype, device: torch.device) -> int:
@@ -475,10 +644,10 @@ class AdjointRun(torch.autograd.Function):
         with torch.no_grad():
             for lo in range(0, b, step):
                 hi = min(b, lo + step)
-                y, g = psi[lo:hi], g_out[lo:hi]
+                y, g, planar = torch.conj_physical(psi[lo:hi]), g_out[lo:hi], False
                 for bi in range(len(prog.blocks) - 1, -1, -1):
                     ts = [_rows(t, lo, hi) for t in tensors[bi]]
-                    y, g, gts = backward_block(prog, prog.blocks[bi], y, g, ts)
+                    y, g, planar, gts = _backward_step(prog, bi, y, g, planar, ts)
                     for t, acc, gt in zip(tensors[bi], gtens[bi], gts):
                         if gt is None or acc is None:
                             continue
@@ -489,6 +658,30 @@ class AdjointRun(torch.autograd.Function):
                 if g_init is not None:
                     _accumulate_init_grad(init, g_init, g, lo, hi)
         return (None, None, g_init, *grads)
+
+
+def _backward_step(prog: Program, bi: int, y: Tensor, g: Tensor, planar: bool, ts: list[Tensor]
+                   ) -> tuple[Tensor, Tensor, bool, list[Tensor | None]]:
+    """Undo block ``bi``. Complex mode carries the conjugated state, planar mode the state itself."""
+    blk = prog.blocks[bi]
+    out_planar = prog.planar_in[bi + 1] if bi + 1 < len(prog.blocks) else prog.planar_out
+    if out_planar and not planar:  # the forward converted to complex after this block
+        y, g, planar = to_planar(torch.conj_physical(y)), to_planar(g), True
+    if isinstance(blk, KronLayer) and blk.real:
+        x, gx, gts = _real_kron_back(y, g, ts, blk, prog.planar_in[bi])
+        if prog.planar_in[bi]:
+            return x, gx, True, gts
+        return torch.conj_physical(x), gx, False, gts
+    if planar and isinstance(blk, Diag):
+        x, gx, gd = _planar_diag_back(y, g, ts[0])
+        return x, gx, True, [gd]
+    if planar and isinstance(blk, Perm):
+        _, inv = prog.perm_index(blk, y.device)
+        return y.index_select(1, inv), g.index_select(1, inv), True, []
+    if planar:  # the block ran on the complex state: leave planar mode
+        y, g = torch.conj_physical(to_complex(y)), to_complex(g)
+    yc, gx, gts = backward_block(prog, blk, y, g, ts)
+    return yc, gx, False, gts
 
 
 def _accumulate_init_grad(init: Tensor, g_init: Tensor, g: Tensor, lo: int, hi: int) -> None:

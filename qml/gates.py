@@ -20,7 +20,7 @@ torch.Size([2, 2, 2])
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -62,6 +62,8 @@ class Gate:
             the set; the inverse is a QubitUnitary).
         periods: per parameter, the period after which the gate repeats exactly
             (up to a global phase); used to prune rotations that are ≡ 0.
+        real: the matrix is real for every parameter value; the simulator applies
+            layers of such gates with real arithmetic (half the work).
     """
 
     name: str
@@ -79,6 +81,7 @@ class Gate:
     periods: tuple[float, ...] = ()
     min_wires: int = 1
     hermitian: bool = field(default=False)
+    real: bool = False  # matrix is real for every parameter value (RY, H, X, Z, ...)
 
     def __repr__(self) -> str:
         return f"Gate({self.name})"
@@ -262,6 +265,11 @@ def _register(g: Gate) -> Gate:
     return g
 
 
+def _real(g: Gate) -> Gate:
+    """Mark a registered gate as real-valued (re-registers the updated record)."""
+    return _register(replace(g, real=True))
+
+
 def _fixed_gate(name: str, rows: list[list[complex]], inv: str | None, herm: bool = False) -> Gate:
     k = int(math.log2(len(rows)))
     return _register(Gate(name, k, 0, _fixed(rows), inverse_name=inv, hermitian=herm))
@@ -327,11 +335,11 @@ def _controlled(name: str, base: Gate, controls: int = 1, **kw: object) -> Gate:
     return _register(Gate(name, k, base.num_params, _controlled_matrix(base, controls), **fields))  # type: ignore[arg-type]
 
 
-I = _diag_gate("I", [1, 1], "I", herm=True)
-H = _fixed_gate("H", [[_S2, _S2], [_S2, -_S2]], "H", herm=True)
-X = _perm_gate("X", 1, lambda k: (1, 0))
+I = _real(_diag_gate("I", [1, 1], "I", herm=True))
+H = _real(_fixed_gate("H", [[_S2, _S2], [_S2, -_S2]], "H", herm=True))
+X = _real(_perm_gate("X", 1, lambda k: (1, 0)))
 Y = _fixed_gate("Y", [[0, -1j], [1j, 0]], "Y", herm=True)
-Z = _diag_gate("Z", [1, -1], "Z", herm=True)
+Z = _real(_diag_gate("Z", [1, -1], "Z", herm=True))
 S = _diag_gate("S", [1, 1j], "Sdg")
 Sdg = _diag_gate("Sdg", [1, -1j], "S")
 T = _diag_gate("T", [1, complex(_S2, _S2)], "Tdg")
@@ -340,7 +348,7 @@ SX = _fixed_gate("SX", [[0.5 + 0.5j, 0.5 - 0.5j], [0.5 - 0.5j, 0.5 + 0.5j]], "SX
 SXdg = _fixed_gate("SXdg", [[0.5 - 0.5j, 0.5 + 0.5j], [0.5 + 0.5j, 0.5 - 0.5j]], "SX")
 
 RX = _rot_gate("RX", 1, _rx)
-RY = _rot_gate("RY", 1, _ry)
+RY = _real(_rot_gate("RY", 1, _ry))
 RZ = _register(
     Gate("RZ", 1, 1, _diag_matrix(_rz_diag), structure="diagonal", diagonal=_rz_diag, shift_rules=(TWO_TERM,),
          inverse_name="RZ", inverse=((0, -1.0, 0.0),), periods=(4 * math.pi,))

@@ -57,11 +57,12 @@ def apply_dense(state: Tensor, matrix: Tensor, wires: Sequence[int], n: int) -> 
     return out.reshape(b, 2**n)
 
 
-def dense_grad(g_out: Tensor, psi_in: Tensor, wires: Sequence[int], n: int, batched: bool) -> Tensor:
+def dense_grad(g_out: Tensor, psi_in: Tensor, wires: Sequence[int], n: int, batched: bool,
+               x_is_conj: bool = False) -> Tensor:
     """Gradient of a real loss w.r.t. the matrix of :func:`apply_dense` (torch's convention).
 
     For ``y = M x`` on the moved axes, ``dL/dM = g_y x^H``, summed over the other axes
-    (and over the batch when the matrix is shared).
+    (and over the batch when the matrix is shared). ``x_is_conj``: ``psi_in`` is already conjugated.
     """
     b, k = psi_in.shape[0], len(wires)
     d = 2**k
@@ -69,9 +70,10 @@ def dense_grad(g_out: Tensor, psi_in: Tensor, wires: Sequence[int], n: int, batc
     last = list(range(n + 1 - k, n + 1))
     g = torch.movedim(g_out.reshape((b,) + (2,) * n), axes, last).reshape(b, -1, d)
     x = torch.movedim(psi_in.reshape((b,) + (2,) * n), axes, last).reshape(b, -1, d)
+    xc = x if x_is_conj else x.conj()
     if batched:
-        return g.transpose(1, 2) @ x.conj()
-    return (g.reshape(-1, d).transpose(0, 1) @ x.reshape(-1, d).conj()).unsqueeze(0)
+        return g.transpose(1, 2) @ xc
+    return (g.reshape(-1, d).transpose(0, 1) @ xc.reshape(-1, d)).unsqueeze(0)
 
 
 # --------------------------------------------------------------------------- single wire
@@ -88,15 +90,16 @@ def apply_single(state: Tensor, matrix: Tensor, wire: int, n: int) -> Tensor:
     return out.reshape(b, 2**n)
 
 
-def single_grad(g_out: Tensor, psi_in: Tensor, wire: int, n: int, batched: bool) -> Tensor:
-    """Gradient w.r.t. the matrix of :func:`apply_single`."""
+def single_grad(g_out: Tensor, psi_in: Tensor, wire: int, n: int, batched: bool, x_is_conj: bool = False) -> Tensor:
+    """Gradient w.r.t. the matrix of :func:`apply_single` (``x_is_conj``: ``psi_in`` is already conjugated)."""
     b = psi_in.shape[0]
     left, right = 2**wire, 2 ** (n - wire - 1)
     g = g_out.reshape(b, left, 2, right)
     x = psi_in.reshape(b, left, 2, right)
+    xc = x if x_is_conj else x.conj()
     if batched:
-        return (g @ x.conj().transpose(-1, -2)).sum(1)
-    gx = g.reshape(b * left, 2, right) @ x.reshape(b * left, 2, right).conj().transpose(-1, -2)
+        return (g @ xc.transpose(-1, -2)).sum(1)
+    gx = g.reshape(b * left, 2, right) @ xc.reshape(b * left, 2, right).transpose(-1, -2)
     return gx.sum(0, keepdim=True)
 
 

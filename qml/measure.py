@@ -128,10 +128,15 @@ def _terms(observables: Iterable[Observable]) -> list[tuple[int, PauliString]]:
     return out
 
 
+def abs2(state: Tensor) -> Tensor:
+    """``|state|**2`` elementwise (real), computed on the contiguous real view."""
+    return torch.view_as_real(state.resolve_conj()).square().sum(-1)
+
+
 def _check_wires(p: PauliString, n: int) -> None:
     bad = [w for w in p.wires if w >= n]
     if bad:
-        raise WireError(f"observable {p} acts on wire {bad[0]}, but the state has {n} wires (0..{n - 1})")
+        raise ObservableError(f"observable {p} acts on wire {bad[0]}, but the state has {n} wires (0..{n - 1})")
 
 
 def _masks(p: PauliString, n: int) -> tuple[int, int, int]:
@@ -179,7 +184,7 @@ def expval(state: Tensor, observables: Sequence[Observable], n: int) -> Tensor:
     rdtype = state.real.dtype
     table = diagonal_matrix(observables, n, state.device, rdtype)
     if table is not None:
-        return (state.real.square() + state.imag.square()) @ table
+        return abs2(state) @ table
     cols = []
     for terms in _grouped(observables):
         acc = torch.zeros(state.shape[0], dtype=rdtype, device=state.device)
@@ -202,7 +207,7 @@ def _pauli_expval(state: Tensor, p: PauliString, n: int) -> Tensor:
     dev, rdtype = state.device, state.real.dtype
     signs = _parity_signs(zmask, n, dev, rdtype)
     if flip == 0:
-        return (state.real.square() + state.imag.square()) @ signs
+        return abs2(state) @ signs
     src = torch.arange(2**n, device=dev) ^ flip
     # (P ψ)[j] = i^{ny} * sign(j ^ flip) * ψ[j ^ flip]  with sign from Z-parity of the source index
     moved = state.index_select(1, src) * signs[src]
@@ -212,7 +217,7 @@ def _pauli_expval(state: Tensor, p: PauliString, n: int) -> Tensor:
 
 def probs(state: Tensor, n: int, wires: Sequence[int] | None = None) -> Tensor:
     """Marginal probabilities ``[B, 2**len(wires)]`` (all wires when ``wires`` is None), wire order as given."""
-    p = state.real.square() + state.imag.square()
+    p = abs2(state)
     if wires is None:
         return p
     wires = list(wires)

@@ -111,10 +111,11 @@ def check_inputs(circuit: Circuit, inputs: Any, rdtype: torch.dtype, device: Any
     x = inputs if isinstance(inputs, torch.Tensor) else torch.as_tensor(inputs)
     if x.is_complex():
         raise ShapeError("inputs must be real numbers, got a complex tensor")
+    given = list(x.shape)
     if x.dim() == 1:
         x = x.unsqueeze(0)
     if x.dim() != 2 or x.shape[1] != ni:
-        raise ShapeError(f"inputs must have shape [batch, {ni}] (circuit.n_inputs), got {list(inputs.shape)}")
+        raise ShapeError(f"inputs must have shape [batch, {ni}] (circuit.n_inputs), got {given}")
     if x.shape[0] == 0:
         raise ShapeError("inputs have an empty batch")
     if not torch.isfinite(x).all():

@@ -92,14 +92,6 @@ def check_fused_equals_reference(c: tq.Circuit, w, x, tol: float = 1e-11) -> tor
     return ref
 
 
-def _avoids_fusion_bug_1(c: tq.Circuit, x) -> bool:
-    """Whether backprop avoids the infinite recursion of fusion.execute (see test below)."""
-    prog = F.compile_circuit(c)
-    angles, batched = resolve(c, None if not c.n_weights else torch.zeros(c.n_weights), x)
-    psi0, tensors = F.materialize(prog, angles, batched, DT)
-    return not F.use_unitary(prog, psi0, tensors)
-
-
 # --------------------------------------------------------------------------- structure cases
 
 
@@ -254,52 +246,43 @@ def test_random_circuits_fused_equal_reference(n: int) -> None:
         c = random_circuit(rng, n, int(rng.integers(5, 30)), p_single=p_single)
         batch = 1 + seed % 4
         w, x = _values(c, seed, batch)
-        if not _avoids_fusion_bug_1(c, x):
-            x = None if x is None else x[:1]
         check_fused_equals_reference(c, w, x)
 
 
-# --------------------------------------------------------------------------- known bug
+# --------------------------------------------------------------------------- unitary shortcut
 
 
-@pytest.mark.xfail(raises=RecursionError, strict=True,
-                   reason="fusion bug #1: execute() recurses forever on backprop when use_unitary() holds")
 def test_backprop_with_batched_opening_layer_on_small_register() -> None:
-    """n <= 6, features only in the opening layer, B > 2**n / 2: execute() calls itself with the
-    identity as psi0, for which use_unitary() is again true (2**n rows > 2**n / 2)."""
+    """Regression: n <= 6, features only in the opening layer, B > 2**n / 2 (the circuit body is
+    shared, so its unitary is built once). execute() used to call itself with the identity as
+    the opening state, for which the shortcut applied again: infinite recursion."""
     c = tq.CircuitBuilder(2).ry(0, tq.feature(0)).ry(1, tq.feature(1)).cx(0, 1).rx(1, tq.weight(0)).build()
     w = torch.tensor([0.3], dtype=torch.float64)
     x = torch.rand(3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     angles, batched = resolve(c, w, x)
     ref = F.reference_run(c, angles, batched, DT, fast=False)
-    got = tq.statevector(c, w, x, diff_method="backprop")  # RecursionError today
-    assert (got - ref).abs().max() <= 1e-12
+    for method in ("backprop", "adjoint"):
+        got = tq.statevector(c, w, x, diff_method=method)
+        assert (got - ref).abs().max() <= 1e-12, method
+    # probs/sample/counts run the backprop path too
+    assert torch.allclose(tq.probs(c, w, x), ref.abs() ** 2, atol=1e-12)
 
 
-def test_unitary_path_with_adjoint() -> None:
-    """The same configuration through the adjoint method (use_unitary builds U once)."""
-    c = tq.CircuitBuilder(2).ry(0, tq.feature(0)).ry(1, tq.feature(1)).cx(0, 1).rx(1, tq.weight(0)).build()
-    w, x = _values(c, 0, 5, grad=True)
-    prog = F.compile_circuit(c)
-    angles, batched = resolve(c, w, x)
-    psi0, tensors = F.materialize(prog, angles, batched, DT)
-    assert F.use_unitary(prog, psi0, tensors)
-    ref = F.reference_run(c, angles.detach(), batched, DT, fast=False)
-    got = tq.statevector(c, w, x, diff_method="adjoint")
-    assert (got - ref).abs().max() <= 1e-12
-    obs = [tq.Z(0), tq.X(0) @ tq.Y(1), 0.5 * tq.Z(0) @ tq.Z(1) + tq.X(1) * -1.5]
-    grads = {m: _grads(c, obs, w, x, m) for m in ("reference", "adjoint")}
+@pytest.mark.parametrize("n", [1, 2, 3, 6])
+def test_gradients_with_batched_opening_layer_and_shared_body(n: int) -> None:
+    """Features only in the opening layer, B > 2**n / 2: all diff methods (the parameter-shift
+    forward uses the backprop path) agree with autograd through the reference simulation."""
+    b = tq.CircuitBuilder(n)
+    for q in range(n):
+        b.ry(q, tq.feature(q % 2)).rz(q, tq.weight(q))
+    for q in range(n - 1):
+        b.cx(q, q + 1).crx(q + 1, q, tq.weight(n + q))
+    c = b.append("RX", n - 1, tq.weight(2 * n)).build()
+    batch = 2**n // 2 + 3
+    w, x = _values(c, n, batch, grad=True)
+    obs = _observables(n)
+    grads = {m: _grads(c, obs, w, x, m) for m in METHODS}
     assert grads["adjoint"]["x"].abs().max() > 1e-3
-    _assert_grads_equal(grads, 1e-8)
-
-
-@pytest.mark.xfail(raises=RecursionError, strict=True,
-                   reason="fusion bug #1: the parameter-shift forward runs the backprop path of execute()")
-def test_parameter_shift_with_batched_opening_layer_on_small_register() -> None:
-    c = tq.CircuitBuilder(2).ry(0, tq.feature(0)).ry(1, tq.feature(1)).cx(0, 1).rx(1, tq.weight(0)).build()
-    w, x = _values(c, 0, 5, grad=True)
-    obs = [tq.Z(0), tq.X(0) @ tq.Y(1)]
-    grads = {m: _grads(c, obs, w, x, m) for m in ("reference", "parameter-shift")}
     _assert_grads_equal(grads, 1e-8)
 
 
@@ -360,8 +343,6 @@ def test_diff_methods_agree_on_random_circuits(n: int) -> None:
         c = random_circuit(rng, n, 14, p_single=[0.3, 0.6][seed % 2])
         batch = [1, 3][seed % 2]
         w, x = _values(c, seed, batch, grad=True)
-        if not _avoids_fusion_bug_1(c, x):
-            x = None if x is None else x.detach()[:1].requires_grad_(True)
         grads = {m: _grads(c, _observables(n), w, x, m) for m in METHODS}
         _assert_grads_equal(grads, 1e-8)
 

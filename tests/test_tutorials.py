@@ -1,0 +1,49 @@
+"""Run every tutorial script in fast mode and check that each converts to a notebook."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
+#: files each tutorial must write to its output folder
+OUTPUTS = {
+    "01_quantum_basics.py": ("01_bell_counts.png", "01_circuit.json"),
+    "02_variational_classifier.py": ("02_classifier_history.png", "02_pooled_digits.png",
+                                     "02_classifier_circuit.json"),
+}
+
+
+def test_every_tutorial_is_covered() -> None:
+    assert sorted(p.name for p in TUTORIALS.glob("[0-9]*.py")) == sorted(OUTPUTS)
+
+
+@pytest.mark.parametrize("name", sorted(OUTPUTS))
+def test_tutorial_runs_in_fast_mode(name: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "TINYQML_FAST": "1", "TINYQML_TUTORIAL_OUT": str(out), "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, str(TUTORIALS / name)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for produced in OUTPUTS[name]:
+        path = out / produced
+        assert path.is_file() and path.stat().st_size > 0, f"{name} did not write {produced}"
+
+
+@pytest.mark.parametrize("name", sorted(OUTPUTS))
+def test_tutorial_converts_to_notebook(name: str) -> None:
+    jupytext = pytest.importorskip("jupytext")
+    notebook = jupytext.read(TUTORIALS / name)
+    kinds = [cell.cell_type for cell in notebook.cells]
+    assert kinds[0] == "markdown" and kinds.count("code") >= 3 and kinds.count("markdown") >= 3
+    assert notebook.cells[0].source.startswith("# Tutorial")
+
+
+def test_readme_lists_every_tutorial() -> None:
+    readme = (TUTORIALS / "README.md").read_text()
+    for name in OUTPUTS:
+        assert name in readme
