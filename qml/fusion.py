@@ -11,8 +11,7 @@ The reference pipeline applies one gate at a time. For speed the circuit is firs
   all groups the axis order is back where it started (no transposes).
   When every gate of the layer is real (RY, H, X, ...) once leading and trailing
   diagonal gates (RZ, P, S, ...) are split off into ``Diag`` blocks, the layer is
-  *real*: it runs in real arithmetic on the "planar" state (real and imaginary parts
-  as separate rows), half the work of complex matrices.
+  *real*: real GEMMs on the real view of the state, about half the work.
 - ``Single``: a fused ``2x2`` on one wire.
 - ``Perm``: consecutive permutation gates (CX, SWAP, CCX, ...) composed into one gather.
 - ``Diag``: consecutive diagonal multi-wire gates (CZ, RZZ, CP, ...) merged into one
@@ -53,7 +52,7 @@ class ProductInit:
 class KronLayer:
     runs: tuple[tuple[int, ...], ...]  # per wire: op indices (empty = identity)
     groups: tuple[tuple[int, int], ...]  # (first wire, size) partition of 0..n-1
-    real: bool = False  # every gate real: applied with real arithmetic on the planar state
+    real: bool = False  # every gate real: real GEMMs on the real view of the state
 
 
 @dataclass(frozen=True)
@@ -89,8 +88,6 @@ class Program:
     slots: tuple[tuple[int, ...], ...]  # per op: its parameter slot indices
     init: ProductInit | None
     blocks: list[Block] = field(default_factory=list)
-    planar_in: list[bool] = field(default_factory=list)  # per block: state is planar when it starts
-    planar_out: bool = False  # state is planar after the last block
     _perm_cache: dict = field(default_factory=dict)
 
     def perm_index(self, block: Perm, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -187,7 +184,6 @@ def compile_circuit(circuit: Circuit) -> Program:
         else:
             prog.blocks.append(Dense(i))
     flush(range(n))
-    _assign_modes(prog)
     object.__setattr__(circuit, "_tinyqml_program", prog)
     return prog
 
@@ -205,19 +201,6 @@ def _split_real(run: Sequence[int], ops: Sequence[Op]) -> tuple[list[int], list[
     if not all(real[a:b]):
         return None
     return list(run[:a]), list(run[a:b]), list(run[b:])
-
-
-def _assign_modes(prog: Program) -> None:
-    """Record where the state is planar: from a real layer on, through Diag and Perm blocks."""
-    planar = False
-    prog.planar_in = []
-    for blk in prog.blocks:
-        prog.planar_in.append(planar)
-        if isinstance(blk, KronLayer) and blk.real:
-            planar = True
-        elif not isinstance(blk, (Diag, Perm)):
-            planar = False
-    prog.planar_out = planar
 
 
 # --------------------------------------------------------------------------- materialize
@@ -328,6 +311,13 @@ def _kron_groups(w: Tensor, groups: Sequence[tuple[int, int]]) -> list[Tensor]:
     return [m for _, m in sorted(out, key=lambda am: am[0])]  # type: ignore[misc]
 
 
+def _kron_eye2(m: Tensor) -> Tensor:
+    """``kron(m, I2)`` for ``[Bm, d, d]``: acts on the group's wires and leaves (re, im) alone."""
+    eye = torch.eye(2, dtype=m.dtype, device=m.device)
+    d = m.shape[-1]
+    return (m[:, :, None, :, None] * eye[None, None, :, None, :]).reshape(m.shape[0], 2 * d, 2 * d)
+
+
 def _full_diag(prog: Program, block: Diag, mats: dict[int, Tensor], wm: "WireMatrices") -> Tensor:
     """The block's full diagonal ``[Bm, 2**n]``: single-wire factors as one Kronecker product."""
     n = prog.n
@@ -371,7 +361,12 @@ def materialize(prog: Program, angles: Tensor, batched: Sequence[bool], dtype: t
     for blk in prog.blocks:
         if isinstance(blk, KronLayer):
             w = wm.runs_product(blk.runs)
-            tensors.append(_kron_groups(w.real if blk.real else w, blk.groups))
+            if blk.real:
+                gm = _kron_groups(w.real, blk.groups)
+                gm[-1] = _kron_eye2(gm[-1])
+                tensors.append(gm)
+            else:
+                tensors.append(_kron_groups(w, blk.groups))
         elif isinstance(blk, Single):
             tensors.append([wm.runs_product([blk.run])[:, 0]])
         elif isinstance(blk, Diag):
@@ -416,6 +411,8 @@ def _kron_group_back(yc: Tensor, g: Tensor, m: Tensor, k: int) -> tuple[Tensor, 
 def apply_block(prog: Program, blk: Block, x: Tensor, ts: list[Tensor]) -> Tensor:
     n = prog.n
     if isinstance(blk, KronLayer):
+        if blk.real:
+            return real_kron_apply(x, ts, blk)
         for (a, k), m in zip(blk.groups, ts):
             x = _kron_group_apply(x, m, k)
         return x
@@ -439,6 +436,8 @@ def backward_block(prog: Program, blk: Block, yc: Tensor, g: Tensor, ts: list[Te
     Carrying the conjugate keeps every large operand conjugation-free (``dL/dM = g x^H``).
     """
     n = prog.n
+    if isinstance(blk, KronLayer) and blk.real:
+        return _real_kron_back(yc, g, ts)
     if isinstance(blk, KronLayer):
         grads: list[Tensor | None] = [None] * len(ts)
         for j in range(len(ts) - 1, -1, -1):
@@ -468,113 +467,60 @@ def backward_block(prog: Program, blk: Block, yc: Tensor, g: Tensor, ts: list[Te
 
 
 def run_blocks(prog: Program, psi: Tensor, tensors: list[list[Tensor]], lo: int = 0, hi: int | None = None) -> Tensor:
-    """Apply every block to ``psi`` (rows ``lo:hi`` of the batched tensors); complex states in and out."""
+    """Apply every block to ``psi`` (rows ``lo:hi`` of the batched tensors)."""
     hi = psi.shape[0] if hi is None else hi
-    x, planar = psi, False
     for blk, ts in zip(prog.blocks, tensors):
-        ts = [_rows(t, lo, hi) for t in ts]
-        if isinstance(blk, KronLayer) and blk.real:
-            x = real_kron_apply(x if planar else torch.view_as_real(x).reshape(x.shape[0], -1), ts, blk)
-            x, planar = x.reshape(-1, 2**prog.n), True
-        elif planar and isinstance(blk, Diag):
-            x = planar_diag(x, ts[0])
-        elif isinstance(blk, Perm):
-            src, _ = prog.perm_index(blk, x.device)
-            x = x.index_select(1, src)
-        else:
-            if planar:
-                x, planar = to_complex(x), False
-            x = apply_block(prog, blk, x, ts)
-    return to_complex(x) if planar else x
+        psi = apply_block(prog, blk, psi, [_rows(t, lo, hi) for t in ts])
+    return psi
 
 
-# --------------------------------------------------------------------------- planar (real) layers
+# --------------------------------------------------------------------------- real layers
 
 
-def to_complex(xp: Tensor) -> Tensor:
-    """Planar rows ``[2C, N]`` (re, im interleaved by row) to a complex ``[C, N]``."""
-    c2, n = xp.shape
-    return torch.view_as_complex(xp.reshape(c2 // 2, 2, n).transpose(1, 2).contiguous())
+def _row_matrices(m: Tensor, rows: int) -> Tensor:
+    return m.expand(rows, -1, -1) if m.shape[0] == 1 else m
 
 
-def to_planar(x: Tensor) -> Tensor:
-    """Complex ``[C, N]`` to planar rows ``[2C, N]``."""
-    return torch.view_as_real(x).transpose(1, 2).reshape(-1, x.shape[1])
+def real_kron_apply(x: Tensor, ms: list[Tensor], blk: KronLayer) -> Tensor:
+    """Apply a real Kronecker layer to complex rows ``x [C, N]`` with real GEMMs.
 
-
-def _row_matrices(mt: Tensor, rows: int) -> Tensor:
-    """Per-row matrices for ``rows`` state rows (shared: expanded; per sample: repeated per plane)."""
-    if mt.shape[0] == 1:
-        return mt.expand(rows, -1, -1)
-    return mt if mt.shape[0] == rows else mt.repeat_interleave(rows // mt.shape[0], 0)
-
-
-def real_kron_apply(xr: Tensor, ms: list[Tensor], blk: KronLayer) -> Tensor:
-    """Apply a real Kronecker layer to real rows ``xr [R, L]``.
-
-    ``xr`` is either planar rows ``[2C, N]`` or the interleaved real view ``[C, 2N]`` of a
-    complex state; in the latter case the (re, im) axis rides along the rotation and
-    ends up in front, so the output is planar either way.
+    The complex state is viewed as real ``[C, N, 2]``: the (re, im) axis is one more
+    trailing axis. The groups rotate through the wire axes as in the complex case;
+    the last group's matrix is ``kron(M, I2)`` so the (re, im) axis ends up last again.
     """
-    rows = xr.shape[0]
-    for (_, k), m in zip(blk.groups, ms):
-        d = 2**k
+    rows = x.shape[0]
+    xr = torch.view_as_real(x).reshape(rows, -1)
+    for m in ms:
+        d = m.shape[-1]
         v = xr.reshape(rows, d, -1).transpose(1, 2)
         xr = torch.bmm(v, _row_matrices(m.transpose(-1, -2), rows)).reshape(rows, -1)
-    return xr
+    return torch.view_as_complex(xr.reshape(rows, -1, 2))
 
 
-def _cmul_planar(ar: Tensor, ai: Tensor, br: Tensor, bi: Tensor) -> tuple[Tensor, Tensor]:
-    return ar * br - ai * bi, ar * bi + ai * br
+def _real_kron_back(yc: Tensor, g: Tensor, ms: list[Tensor]) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+    """Backward of :func:`real_kron_apply` on the conjugated state.
 
-
-def planar_diag(xp: Tensor, d: Tensor) -> Tensor:
-    """Multiply planar rows by a complex diagonal ``d [Bm, N]``."""
-    c = xp.shape[0] // 2
-    v = xp.reshape(c, 2, -1)
-    re, im = _cmul_planar(v[:, 0], v[:, 1], d.real, d.imag)
-    return torch.stack([re, im], 1).reshape(2 * c, -1)
-
-
-def _planar_diag_back(y: Tensor, g: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Backward of :func:`planar_diag`: input state, input gradient (planar) and ``dL/dd`` (complex)."""
-    c = y.shape[0] // 2
-    yv, gv = y.reshape(c, 2, -1), g.reshape(c, 2, -1)
-    dr, dci = d.real, -d.imag
-    xr, xi = _cmul_planar(yv[:, 0], yv[:, 1], dr, dci)
-    gr, gi = _cmul_planar(gv[:, 0], gv[:, 1], dr, dci)
-    gd = torch.complex(gv[:, 0] * xr + gv[:, 1] * xi, gv[:, 1] * xr - gv[:, 0] * xi)
-    if d.shape[0] == 1:
-        gd = gd.sum(0, keepdim=True)
-    return torch.stack([xr, xi], 1).reshape(2 * c, -1), torch.stack([gr, gi], 1).reshape(2 * c, -1), gd
-
-
-def _real_kron_back(y: Tensor, g: Tensor, ms: list[Tensor], blk: KronLayer, planar_in: bool
-                    ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-    """Backward of :func:`real_kron_apply` on planar ``y``, ``g``; outputs in the layer's input layout."""
-    c2, n_amp = y.shape
-    rows = c2 if planar_in else c2 // 2
-    both = torch.cat([y.reshape(rows, -1), g.reshape(rows, -1)], 0)
+    Carries the conjugated state and the conjugated gradient together: for a real
+    matrix both un-apply with ``M^T`` (one GEMM), and ``dL/dM = sum conj(g) conj(x)^T``
+    over the real views.
+    """
+    rows = yc.shape[0]
+    both = torch.cat([torch.view_as_real(yc).reshape(rows, -1),
+                      torch.view_as_real(torch.conj_physical(g)).reshape(rows, -1)], 0)
     grads: list[Tensor | None] = [None] * len(ms)
     for j in range(len(ms) - 1, -1, -1):
-        k = blk.groups[j][1]
-        d = 2**k
         m = ms[j]
+        d = m.shape[-1]
         mt = m.transpose(-1, -2)  # real orthogonal: the inverse is the transpose
         sv = both.reshape(2 * rows, -1, d).transpose(1, 2)
-        both = torch.bmm(_row_matrices(mt, 2 * rows) if m.shape[0] == 1 else
-                         torch.cat([_row_matrices(mt, rows)] * 2, 0), sv)
+        mats = mt.expand(2 * rows, d, d) if m.shape[0] == 1 else torch.cat([mt, mt], 0)
+        both = torch.bmm(mats, sv)
         gm = torch.bmm(sv[rows:], both[:rows].transpose(1, 2))
-        if m.shape[0] == 1:
-            gm = gm.sum(0, keepdim=True)
-        elif gm.shape[0] != m.shape[0]:
-            gm = gm.reshape(m.shape[0], -1, d, d).sum(1)
-        grads[j] = gm
+        grads[j] = gm.sum(0, keepdim=True) if m.shape[0] == 1 else gm
         both = both.reshape(2 * rows, -1)
-    x, gx = both[:rows], both[rows:]
-    if planar_in:
-        return x, gx, grads
-    return torch.view_as_complex(x.reshape(rows, -1, 2)), torch.view_as_complex(gx.reshape(rows, -1, 2)), grads
+    xc = torch.view_as_complex(both[:rows].reshape(rows, -1, 2))
+    gx = torch.conj_physical(torch.view_as_complex(both[rows:].reshape(rows, -1, 2)))
+    return xc, gx, grads
 
 
 def chunk_rows(n: int, dtype: torch.dtype, device: torch.device) -> int:
@@ -644,10 +590,10 @@ class AdjointRun(torch.autograd.Function):
         with torch.no_grad():
             for lo in range(0, b, step):
                 hi = min(b, lo + step)
-                y, g, planar = torch.conj_physical(psi[lo:hi]), g_out[lo:hi], False
+                yc, g = torch.conj_physical(psi[lo:hi]), g_out[lo:hi]
                 for bi in range(len(prog.blocks) - 1, -1, -1):
                     ts = [_rows(t, lo, hi) for t in tensors[bi]]
-                    y, g, planar, gts = _backward_step(prog, bi, y, g, planar, ts)
+                    yc, g, gts = backward_block(prog, prog.blocks[bi], yc, g, ts)
                     for t, acc, gt in zip(tensors[bi], gtens[bi], gts):
                         if gt is None or acc is None:
                             continue
@@ -658,30 +604,6 @@ class AdjointRun(torch.autograd.Function):
                 if g_init is not None:
                     _accumulate_init_grad(init, g_init, g, lo, hi)
         return (None, None, g_init, *grads)
-
-
-def _backward_step(prog: Program, bi: int, y: Tensor, g: Tensor, planar: bool, ts: list[Tensor]
-                   ) -> tuple[Tensor, Tensor, bool, list[Tensor | None]]:
-    """Undo block ``bi``. Complex mode carries the conjugated state, planar mode the state itself."""
-    blk = prog.blocks[bi]
-    out_planar = prog.planar_in[bi + 1] if bi + 1 < len(prog.blocks) else prog.planar_out
-    if out_planar and not planar:  # the forward converted to complex after this block
-        y, g, planar = to_planar(torch.conj_physical(y)), to_planar(g), True
-    if isinstance(blk, KronLayer) and blk.real:
-        x, gx, gts = _real_kron_back(y, g, ts, blk, prog.planar_in[bi])
-        if prog.planar_in[bi]:
-            return x, gx, True, gts
-        return torch.conj_physical(x), gx, False, gts
-    if planar and isinstance(blk, Diag):
-        x, gx, gd = _planar_diag_back(y, g, ts[0])
-        return x, gx, True, [gd]
-    if planar and isinstance(blk, Perm):
-        _, inv = prog.perm_index(blk, y.device)
-        return y.index_select(1, inv), g.index_select(1, inv), True, []
-    if planar:  # the block ran on the complex state: leave planar mode
-        y, g = torch.conj_physical(to_complex(y)), to_complex(g)
-    yc, gx, gts = backward_block(prog, blk, y, g, ts)
-    return yc, gx, False, gts
 
 
 def _accumulate_init_grad(init: Tensor, g_init: Tensor, g: Tensor, lo: int, hi: int) -> None:
