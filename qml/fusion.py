@@ -101,7 +101,7 @@ class Program:
                 src = src[step]
             inv = torch.empty_like(src)
             inv[src] = torch.arange(2**self.n)
-            self._perm_cache[key] = (src.to(device), inv.to(device))
+            self._perm_cache[key] = (src.to(device, torch.int32), inv.to(device, torch.int32))
         return self._perm_cache[key]
 
 
@@ -337,11 +337,17 @@ def _full_diag(prog: Program, block: Diag, mats: dict[int, Tensor], wm: "WireMat
 
 
 def product_state(vecs: Tensor) -> Tensor:
-    """``[Bm, 2**n]`` Kronecker product of per-wire vectors ``vecs [Bm, n, 2]`` (wire 0 first)."""
-    psi = vecs[:, 0]
-    for w in range(1, vecs.shape[1]):
-        psi = (psi[:, :, None] * vecs[:, w, None, :]).reshape(vecs.shape[0], -1)
-    return psi
+    """``[Bm, 2**n]`` Kronecker product of per-wire vectors ``vecs [Bm, n, 2]`` (wire 0 first).
+
+    Built as a balanced tree of batched outer products, so the full-size tensor is
+    written once and autograd's backward is two batched GEMMs at that size.
+    """
+    n = vecs.shape[1]
+    if n == 1:
+        return vecs[:, 0]
+    h = n // 2
+    a, b = product_state(vecs[:, :h]), product_state(vecs[:, h:])
+    return torch.bmm(a.unsqueeze(2), b.unsqueeze(1)).reshape(vecs.shape[0], -1)
 
 
 def materialize(prog: Program, angles: Tensor, batched: Sequence[bool], dtype: torch.dtype
@@ -500,26 +506,25 @@ def real_kron_apply(x: Tensor, ms: list[Tensor], blk: KronLayer) -> Tensor:
 def _real_kron_back(yc: Tensor, g: Tensor, ms: list[Tensor]) -> tuple[Tensor, Tensor, list[Tensor | None]]:
     """Backward of :func:`real_kron_apply` on the conjugated state.
 
-    Carries the conjugated state and the conjugated gradient together: for a real
-    matrix both un-apply with ``M^T`` (one GEMM), and ``dL/dM = sum conj(g) conj(x)^T``
-    over the real views.
+    Carries the conjugated state and the conjugated gradient: for a real matrix both
+    un-apply with ``M^T``, and ``dL/dM = sum conj(g) conj(x)^T`` over the real views.
     """
     rows = yc.shape[0]
-    both = torch.cat([torch.view_as_real(yc).reshape(rows, -1),
-                      torch.view_as_real(torch.conj_physical(g)).reshape(rows, -1)], 0)
+    xr = torch.view_as_real(yc).reshape(rows, -1)
+    gr = torch.view_as_real(torch.conj_physical(g)).reshape(rows, -1)
     grads: list[Tensor | None] = [None] * len(ms)
     for j in range(len(ms) - 1, -1, -1):
         m = ms[j]
         d = m.shape[-1]
-        mt = m.transpose(-1, -2)  # real orthogonal: the inverse is the transpose
-        sv = both.reshape(2 * rows, -1, d).transpose(1, 2)
-        mats = mt.expand(2 * rows, d, d) if m.shape[0] == 1 else torch.cat([mt, mt], 0)
-        both = torch.bmm(mats, sv)
-        gm = torch.bmm(sv[rows:], both[:rows].transpose(1, 2))
+        mt = _row_matrices(m.transpose(-1, -2), rows)  # real orthogonal: the inverse is the transpose
+        gv = gr.reshape(rows, -1, d).transpose(1, 2)
+        xr = torch.bmm(mt, xr.reshape(rows, -1, d).transpose(1, 2))
+        gm = torch.bmm(gv, xr.transpose(1, 2))
         grads[j] = gm.sum(0, keepdim=True) if m.shape[0] == 1 else gm
-        both = both.reshape(2 * rows, -1)
-    xc = torch.view_as_complex(both[:rows].reshape(rows, -1, 2))
-    gx = torch.conj_physical(torch.view_as_complex(both[rows:].reshape(rows, -1, 2)))
+        gr = torch.bmm(mt, gv).reshape(rows, -1)
+        xr = xr.reshape(rows, -1)
+    xc = torch.view_as_complex(xr.reshape(rows, -1, 2))
+    gx = torch.conj_physical(torch.view_as_complex(gr.reshape(rows, -1, 2)))
     return xc, gx, grads
 
 

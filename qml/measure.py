@@ -128,9 +128,24 @@ def _terms(observables: Iterable[Observable]) -> list[tuple[int, PauliString]]:
     return out
 
 
+class _Abs2(torch.autograd.Function):
+    """``|z|**2`` with a one-pass backward (``dL/dz = 2 g z`` in torch's convention)."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:  # type: ignore[override]
+        zr = torch.view_as_real(z.resolve_conj())
+        ctx.save_for_backward(zr)
+        return torch.einsum("...k,...k->...", zr, zr)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
+        (zr,) = ctx.saved_tensors
+        return torch.view_as_complex(zr * (2 * g).unsqueeze(-1))
+
+
 def abs2(state: Tensor) -> Tensor:
-    """``|state|**2`` elementwise (real), computed on the contiguous real view."""
-    return torch.view_as_real(state.resolve_conj()).square().sum(-1)
+    """``|state|**2`` elementwise (real), differentiable."""
+    return _Abs2.apply(state)
 
 
 def _check_wires(p: PauliString, n: int) -> None:
