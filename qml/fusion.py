@@ -433,13 +433,20 @@ def apply_block(prog: Program, blk: Block, x: Tensor, ts: list[Tensor]) -> Tenso
     return K.apply_dense(x, ts[0], prog.ops[blk.op].wires, n)
 
 
+def wants_conjugate(blk: Block) -> bool:
+    """Whether a block's backward runs on the conjugated state (complex matrices) or the state itself."""
+    return not (isinstance(blk, (Diag, Perm)) or (isinstance(blk, KronLayer) and blk.real))
+
+
 def backward_block(prog: Program, blk: Block, yc: Tensor, g: Tensor, ts: list[Tensor]
                    ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
     """One adjoint step.
 
-    Takes the *conjugated* output state ``yc`` and the output gradient ``g``; returns the
-    conjugated input state, the input gradient and the gradients of the block's tensors.
-    Carrying the conjugate keeps every large operand conjugation-free (``dL/dM = g x^H``).
+    Takes the output state and gradient ``g``; returns the input state, the input
+    gradient and the gradients of the block's tensors. Blocks with complex matrices take
+    the *conjugated* state (``dL/dM = g x^H`` then needs no conjugation of a large operand);
+    real layers, diagonals and permutations take the state itself
+    (:func:`wants_conjugate`).
     """
     n = prog.n
     if isinstance(blk, KronLayer) and blk.real:
@@ -453,12 +460,12 @@ def backward_block(prog: Program, blk: Block, yc: Tensor, g: Tensor, ts: list[Te
         _, inv = prog.perm_index(blk, yc.device)
         return yc.index_select(1, inv), g.index_select(1, inv), []
     if isinstance(blk, Diag):
-        d = ts[0]
-        xc = yc * d
-        gd = g * xc
-        if d.shape[0] == 1:
+        dc = ts[0].conj().resolve_conj()
+        x = yc * dc
+        gd = g * x.conj()
+        if dc.shape[0] == 1:
             gd = gd.sum(0, keepdim=True)
-        return xc, g * d.conj(), [gd]
+        return x, g * dc, [gd]
     m = ts[0]
     mt = m.transpose(-1, -2)
     mh = m.conj().transpose(-1, -2)
@@ -503,29 +510,27 @@ def real_kron_apply(x: Tensor, ms: list[Tensor], blk: KronLayer) -> Tensor:
     return torch.view_as_complex(xr.reshape(rows, -1, 2))
 
 
-def _real_kron_back(yc: Tensor, g: Tensor, ms: list[Tensor]) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-    """Backward of :func:`real_kron_apply` on the conjugated state.
+def _real_kron_back(y: Tensor, g: Tensor, ms: list[Tensor]) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+    """Backward of :func:`real_kron_apply` on the (unconjugated) state ``y``.
 
-    Carries the conjugated state and the conjugated gradient: for a real matrix both
-    un-apply with ``M^T``, and ``dL/dM = sum conj(g) conj(x)^T`` over the real views.
+    For a real orthogonal matrix the state and the gradient both un-apply with ``M^T``,
+    and ``dL/dM = sum g x^T`` over the real views (no conjugation anywhere).
     """
-    rows = yc.shape[0]
-    xr = torch.view_as_real(yc).reshape(rows, -1)
-    gr = torch.view_as_real(torch.conj_physical(g)).reshape(rows, -1)
+    rows = y.shape[0]
+    xr = torch.view_as_real(y).reshape(rows, -1)
+    gr = torch.view_as_real(g).reshape(rows, -1)
     grads: list[Tensor | None] = [None] * len(ms)
     for j in range(len(ms) - 1, -1, -1):
         m = ms[j]
         d = m.shape[-1]
-        mt = _row_matrices(m.transpose(-1, -2), rows)  # real orthogonal: the inverse is the transpose
+        mt = _row_matrices(m.transpose(-1, -2), rows)
         gv = gr.reshape(rows, -1, d).transpose(1, 2)
         xr = torch.bmm(mt, xr.reshape(rows, -1, d).transpose(1, 2))
         gm = torch.bmm(gv, xr.transpose(1, 2))
         grads[j] = gm.sum(0, keepdim=True) if m.shape[0] == 1 else gm
         gr = torch.bmm(mt, gv).reshape(rows, -1)
         xr = xr.reshape(rows, -1)
-    xc = torch.view_as_complex(xr.reshape(rows, -1, 2))
-    gx = torch.conj_physical(torch.view_as_complex(gr.reshape(rows, -1, 2)))
-    return xc, gx, grads
+    return (torch.view_as_complex(xr.reshape(rows, -1, 2)), torch.view_as_complex(gr.reshape(rows, -1, 2)), grads)
 
 
 def chunk_rows(n: int, dtype: torch.dtype, device: torch.device) -> int:
@@ -595,10 +600,12 @@ class AdjointRun(torch.autograd.Function):
         with torch.no_grad():
             for lo in range(0, b, step):
                 hi = min(b, lo + step)
-                yc, g = torch.conj_physical(psi[lo:hi]), g_out[lo:hi]
+                y, g, conj = psi[lo:hi], g_out[lo:hi], False
                 for bi in range(len(prog.blocks) - 1, -1, -1):
                     ts = [_rows(t, lo, hi) for t in tensors[bi]]
-                    yc, g, gts = backward_block(prog, prog.blocks[bi], yc, g, ts)
+                    if wants_conjugate(prog.blocks[bi]) != conj:
+                        y, conj = torch.conj_physical(y), not conj
+                    y, g, gts = backward_block(prog, prog.blocks[bi], y, g, ts)
                     for t, acc, gt in zip(tensors[bi], gtens[bi], gts):
                         if gt is None or acc is None:
                             continue
