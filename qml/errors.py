@@ -53,3 +53,38 @@ class CircuitFormatError(TinyQMLError, ValueError):
 
 class DiffMethodError(TinyQMLError, ValueError):
     """An unknown differentiation method."""
+
+
+class DeviceError(TinyQMLError, ValueError):
+    """Something the ``tinyqml.qubit`` PennyLane device cannot run (an operation, measurement or option)."""
+
+
+class InteropError(TinyQMLError, ValueError):
+    """A circuit that cannot be converted to or from Qiskit / OpenQASM."""
+
+
+class UnsupportedInstructionError(InteropError):
+    """A Qiskit instruction tinyqml has no gate for (``.instruction`` holds its name)."""
+
+    def __init__(self, message: str, instruction: str | None = None) -> None:
+        super().__init__(message)
+        self.instruction = instruction
+
+
+class UnsupportedExpressionError(InteropError, ParameterError):
+    """A Qiskit parameter expression tinyqml's parameter references cannot express."""
+
+
+class QasmError(InteropError):
+    """OpenQASM text that could not be read (``.line``, ``.column``, ``.parser_message`` when known)."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None,
+                 parser_message: str | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+        self.parser_message = parser_message
+
+
+class TranspileError(InteropError):
+    """A circuit that cannot be transpiled onto the given backend."""

@@ -15,6 +15,7 @@ OUTPUTS = {
     "01_quantum_basics.py": ("01_bell_counts.png", "01_circuit.json"),
     "02_variational_classifier.py": ("02_classifier_history.png", "02_pooled_digits.png",
                                      "02_classifier_circuit.json"),
+    "03_interop.py": ("03_interop_loss.png", "03_qiskit_model.qasm", "03_qasm_model_sample0.qasm"),
 }
 
 
