@@ -682,11 +682,14 @@ class CheckResult:
         head = f"check n={CHECK_N} {self.framework} vs {REFERENCE} (tol {self.tolerance:g}): "
         if self.forward_max_abs_diff is None:
             return head + f"{self.status} {self.detail}".strip()
-        text = f"forward max|diff| = {self.forward_max_abs_diff:.2e}"
+        fwd_ok = self.forward_max_abs_diff <= self.tolerance
+        text = (f"forward outputs {'agree' if fwd_ok else 'DO NOT agree'}"
+                f" (max |diff| {self.forward_max_abs_diff:.2e})")  # fmt: skip
         if self.grad_max_rel_diff is not None:
-            text += f", grad max rel diff = {self.grad_max_rel_diff:.2e}"
-        agree = "outputs agree" if self.status == "agree" else "outputs DO NOT agree"
-        return head + f"{agree} ({text})"
+            grad_ok = self.grad_max_rel_diff <= self.tolerance
+            text += (f"; weight gradients {'agree' if grad_ok else 'DO NOT agree'}"
+                     f" (max |diff| / max(1, max |grad|) {self.grad_max_rel_diff:.2e})")  # fmt: skip
+        return head + text
 
 
 def _max_abs_diff(a, b) -> float:
@@ -826,7 +829,7 @@ def _status_cell(row: ResultRow | None) -> str:
         return "-"
     if row.status in ("ok", "n/a", "timeout", "oom", "skipped", "unavailable"):
         return row.status
-    return f"error: {row.detail[:40]}"
+    return f"error: {row.detail.split(':')[0][:30]}"  # full message under "Problems"
 
 
 def _fmt_seconds(t: float) -> str:
@@ -881,7 +884,8 @@ def speedups(rows, sizes, mode) -> dict:
     return result
 
 
-def speedup_table(speed: dict, sizes, mode) -> list[str]:
+def speedup_table(speed: dict, rows, sizes, mode) -> list[str]:
+    idx = _index(rows)
     body = [["fastest peer"], ["target"]]
     names = ("tinyqml-c128", "tinyqml-c64")
     body += [[f"{name} speedup"] for name in names]
@@ -896,7 +900,7 @@ def speedup_table(speed: dict, sizes, mode) -> list[str]:
         body[1].append(f">= {target:g}x" if target else "-")
         for cells, name in zip(body[2:], names):
             if name not in entry:
-                cells.append("unavailable")
+                cells.append(_status_cell(idx.get((name, n, mode))))
                 continue
             verdict = "" if not target else (" met" if entry[name] >= target else " MISSED")
             cells.append(f"{entry[name]:.2f}x{verdict}")
@@ -921,6 +925,17 @@ def memory_table(rows, names, sizes, mode) -> list[str]:
     return markdown_table(["framework", *[f"n={n}" for n in sizes]], body)
 
 
+def problem_lines(rows: list[ResultRow]) -> list[str]:
+    """Full messages of the cells that did not produce a timing."""
+    bad = [r for r in rows if r.status not in ("ok", "n/a")]
+    if not bad:
+        return []
+    lines = ["", "## Problems", ""]
+    for r in bad:
+        lines.append(f"- {r.framework} n={r.n} {MODE_LABELS[r.mode]}: {r.status} {r.detail}".rstrip())
+    return lines
+
+
 def render_report(meta, rows, checks, names, sizes, skipped_note) -> tuple[str, dict]:
     lines = header_lines(meta, skipped_note)
     if checks:
@@ -935,10 +950,11 @@ def render_report(meta, rows, checks, names, sizes, skipped_note) -> tuple[str, 
         speed = speedups(rows, sizes, mode)
         all_speed[mode] = speed
         lines += ["", f"## {label}: speedup of tinyqml over the fastest peer", ""]
-        lines += speedup_table(speed, sizes, mode)
+        lines += speedup_table(speed, rows, sizes, mode)
     for mode in MODES:
         lines += ["", f"## {MODE_LABELS[mode]}: peak RSS MiB (+ growth over post-import RSS)", ""]
         lines += memory_table(rows, names, sizes, mode)
+    lines += problem_lines(rows)
     return "\n".join(lines) + "\n", all_speed
 
 

@@ -46,4 +46,5 @@ __all__ = [
     "NotUnitaryError", "ObservableError", "EncodingError", "CircuitFormatError", "DiffMethodError",
     "ParameterMap", "from_qiskit", "to_qiskit", "from_qasm", "to_qasm", "Layout", "transpile",
     "InteropError", "UnsupportedInstructionError", "UnsupportedExpressionError", "QasmError", "TranspileError",
+    "DeviceError",
 ]

@@ -133,14 +133,15 @@ class _Abs2(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor) -> Tensor:  # type: ignore[override]
-        zr = torch.view_as_real(z.resolve_conj())
-        ctx.save_for_backward(zr)
+        z = z.resolve_conj()
+        ctx.save_for_backward(z)
+        zr = torch.view_as_real(z)
         return torch.einsum("...k,...k->...", zr, zr)
 
     @staticmethod
     def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
-        (zr,) = ctx.saved_tensors
-        return torch.view_as_complex(zr * (2 * g).unsqueeze(-1))
+        (z,) = ctx.saved_tensors  # differentiable ops on the saved input: higher derivatives work
+        return torch.view_as_complex(torch.view_as_real(z) * (2 * g).unsqueeze(-1))
 
 
 def abs2(state: Tensor) -> Tensor:

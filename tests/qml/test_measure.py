@@ -315,3 +315,14 @@ def test_measure_expval_wire_out_of_range() -> None:
 def test_expval_bad_state_shape() -> None:
     with pytest.raises(tq.ShapeError, match=r"state must have shape \[batch, 4\], got \[4\]"):
         M.expval(torch.zeros(4, dtype=DT), [tq.Z(0)], 2)
+
+
+def test_abs2_has_correct_second_derivatives() -> None:
+    from tinyqml.qml.measure import abs2
+
+    x = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    f = abs2((torch.exp(1j * x) * torch.cos(x)).reshape(1, 1)).sum()  # = cos(x)**2
+    (g,) = torch.autograd.grad(f, x, create_graph=True)
+    (h,) = torch.autograd.grad(g, x)
+    torch.testing.assert_close(g.detach(), -torch.sin(2 * x.detach()))
+    torch.testing.assert_close(h, -2 * torch.cos(2 * x.detach()))
