@@ -54,6 +54,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
+import torch
 
 from tinyqml.qml import gates as G
 from tinyqml.qml.circuit import Circuit, Op, Param, const
@@ -259,13 +260,8 @@ def _check_ref(name: str, ref: Any) -> tuple[str, int]:
 
 
 def _vector(values: Any, what: str) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(values, torch.Tensor):
-            values = values.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim == 2 and arr.shape[0] == 1:
         arr = arr[0]
