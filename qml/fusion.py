@@ -148,13 +148,14 @@ def compile_circuit(circuit: Circuit) -> Program:
         if len(busy) * 2 >= n and n > 1:
             k = group_size(n)
             groups = tuple((a, min(k, n - a)) for a in range(0, n, k))
-            split = [_split_real(r, ops) for r in pending]
-            if all(sp is not None for sp in split):
-                pre = tuple(i for sp in split for i in sp[0])  # type: ignore[index]
-                post = tuple(i for sp in split for i in sp[2])  # type: ignore[index]
+            maybe = [_split_real(r, ops) for r in pending]
+            split = [sp for sp in maybe if sp is not None]
+            if len(split) == len(maybe):
+                pre = tuple(i for sp in split for i in sp[0])
+                post = tuple(i for sp in split for i in sp[2])
                 if pre:
                     add_diag(pre)
-                prog.blocks.append(KronLayer(tuple(tuple(sp[1]) for sp in split), groups, real=True))  # type: ignore[index]
+                prog.blocks.append(KronLayer(tuple(tuple(sp[1]) for sp in split), groups, real=True))
                 if post:
                     add_diag(post)
             else:
@@ -295,11 +296,13 @@ class WireMatrices:
 
 
 def _kron_groups(w: Tensor, groups: Sequence[tuple[int, int]]) -> list[Tensor]:
-    """Kronecker products of consecutive wire matrices ``w [Bm, n, 2, 2]`` per group."""
-    out: list[Tensor] = []
+    """Kronecker products of consecutive wire matrices ``w [Bm, n, 2, 2]`` per group.
+
+    Groups of equal size are built together; the result keeps the order of ``groups``.
+    """
+    by_start: dict[int, Tensor] = {}
     bm = w.shape[0]
-    sizes = {k for _, k in groups}
-    for k in sorted(sizes, reverse=True):
+    for k in {k for _, k in groups}:
         starts = [a for a, kk in groups if kk == k]
         sel = w[:, [a + t for a in starts for t in range(k)]].reshape(bm, len(starts), k, 2, 2)
         m = sel[:, :, 0]
@@ -307,8 +310,8 @@ def _kron_groups(w: Tensor, groups: Sequence[tuple[int, int]]) -> list[Tensor]:
             d = m.shape[-1]
             m = (m[..., :, None, :, None] * sel[:, :, t, None, :, None, :]).reshape(bm, len(starts), 2 * d, 2 * d)
         for j, a in enumerate(starts):
-            out.append((a, m[:, j]))  # type: ignore[arg-type]
-    return [m for _, m in sorted(out, key=lambda am: am[0])]  # type: ignore[misc]
+            by_start[a] = m[:, j]
+    return [by_start[a] for a, _ in groups]
 
 
 def _kron_eye2(m: Tensor) -> Tensor:
