@@ -100,10 +100,6 @@ class Gate:
 # --------------------------------------------------------------------------- helpers
 
 
-def _real_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.complex128 else torch.float32
-
-
 def _const(rows: list[list[complex]], dtype: torch.dtype, b: int) -> Tensor:
     m = torch.tensor(rows, dtype=dtype)
     return m.unsqueeze(0).expand(b, -1, -1)

@@ -28,11 +28,6 @@ from tinyqml.qml import gates as G
 Tensor = torch.Tensor
 
 
-def _match_batch(m: Tensor, b: int) -> Tensor:
-    """Matrices of batch 1 broadcast; otherwise the batch must equal the state's."""
-    return m if m.shape[0] in (1, b) else m.expand(b, *m.shape[1:])
-
-
 # --------------------------------------------------------------------------- dense
 
 
