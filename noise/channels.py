@@ -37,7 +37,7 @@ from tinyqml.noise.errors import NoiseParameterError, NotCPTPError
 from tinyqml.qml.errors import ShapeError, WireError
 
 __all__ = [
-    "Channel", "ReadoutError", "apply_channel",
+    "Channel", "ReadoutError", "apply_channel", "tensor", "compose", "average_gate_fidelity",
     "depolarizing", "bit_flip", "phase_flip", "pauli", "amplitude_damping",
     "phase_damping", "thermal_relaxation", "kraus",
 ]
@@ -118,6 +118,85 @@ class Channel:
         tensor([0.5000, 0.0000, 0.0000, 0.5000], dtype=torch.float64)
         """
         return sum(torch.kron(k, k.conj()) for k in self.kraus)
+
+
+    @property
+    def is_unitary_mixture(self) -> bool:
+        """Whether every Kraus operator is a multiple of a unitary (a Pauli channel, a
+        unitary gate): then a trajectory draws its branch with fixed probabilities."""
+        d = 2 ** self.n_wires
+        eye = torch.eye(d, dtype=_DTYPE)
+        for k in self.kraus:
+            kk = k.conj().T @ k
+            if float((kk - kk[0, 0] * eye).abs().max()) > 1e-12:
+                return False
+        return True
+
+
+def _choi_from_superop(s: Tensor, d: int) -> Tensor:
+    """``J[(i,a),(j,b)] = S[(a,b),(i,j)]`` (input factor first), the inverse reshuffle of the Choi matrix."""
+    return s.reshape(d, d, d, d).permute(2, 0, 3, 1).reshape(d * d, d * d)
+
+
+def _channel_from_superop(name: str, s: Tensor, n_wires: int) -> Channel:
+    """The channel of superoperator ``s`` with the fewest Kraus operators (at most ``4**n``)."""
+    choi = _choi_from_superop(s, 2 ** n_wires)
+    choi = (choi + choi.conj().T) / 2
+    return Channel(name, _kraus_from_choi(choi), n_wires)
+
+
+def tensor(*channels: Channel) -> Channel:
+    """The product channel ``E_1 (x) E_2 (x) ...``; the first channel acts on the first
+    (most significant) wires.
+
+    >>> tensor(bit_flip(0.1), phase_flip(0.2)).n_wires
+    2
+    """
+    if not channels or not all(isinstance(c, Channel) for c in channels):
+        raise TypeError("tensor needs one or more Channel objects")
+    ops: list[Tensor] = [torch.ones(1, 1, dtype=_DTYPE)]
+    for ch in channels:
+        ops = [torch.kron(a, b) for a in ops for b in ch.kraus]
+    n = sum(c.n_wires for c in channels)
+    name = " (x) ".join(c.name for c in channels)
+    if len(ops) > 4 ** n:
+        sup = sum(torch.kron(k, k.conj()) for k in ops)
+        return _channel_from_superop(name, sup, n)
+    return Channel(name, tuple(ops), n)
+
+
+def compose(*channels: Channel) -> Channel:
+    """Apply ``channels[0]`` first, then ``channels[1]``, ... (Qiskit's ``a.compose(b)``);
+    all act on the same wires. The result has at most ``4**n`` Kraus operators.
+
+    >>> ch = compose(bit_flip(0.5), bit_flip(0.5))
+    >>> round(float(ch.superoperator()[0, 3].real), 6)
+    0.5
+    """
+    if not channels or not all(isinstance(c, Channel) for c in channels):
+        raise TypeError("compose needs one or more Channel objects")
+    n = channels[0].n_wires
+    if any(c.n_wires != n for c in channels):
+        raise NotCPTPError(f"compose needs channels on the same number of wires, got "
+                           f"{[c.n_wires for c in channels]}")
+    if len(channels) == 1:
+        return channels[0]
+    sup = channels[0].superoperator()
+    for ch in channels[1:]:
+        sup = ch.superoperator() @ sup
+    return _channel_from_superop(" then ".join(c.name for c in channels), sup, n)
+
+
+def average_gate_fidelity(channel: Channel) -> float:
+    """``F = (d + sum_k |Tr K_k|^2) / (d (d + 1))``, the fidelity with the identity averaged
+    over pure input states (``qiskit.quantum_info.average_gate_fidelity``).
+
+    >>> round(average_gate_fidelity(depolarizing(0.3)), 6)          # 1 - p/2 for one wire
+    0.85
+    """
+    d = 2 ** channel.n_wires
+    process = sum(abs(complex(torch.trace(k))) ** 2 for k in channel.kraus) / d ** 2
+    return (d * process + 1) / (d + 1)
 
 
 # ---------------------------------------------------------------- parameter checks

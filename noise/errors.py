@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tinyqml.qml.errors import TinyQMLError
 
-__all__ = ["NotCPTPError", "NoiseParameterError"]
+__all__ = ["NotCPTPError", "NoiseParameterError", "NoiseModelError"]
 
 
 class NotCPTPError(TinyQMLError, ValueError):
@@ -24,3 +24,8 @@ class NotCPTPError(TinyQMLError, ValueError):
 class NoiseParameterError(TinyQMLError, ValueError):
     """A noise parameter out of its accepted range (a probability outside ``[0, 1]``,
     probabilities summing to more than 1, a non-positive T1/T2, a negative time, ...)."""
+
+
+class NoiseModelError(TinyQMLError, ValueError):
+    """A malformed noise model or noisy circuit: a rule for an unknown gate, an error on
+    the wrong number of qubits, a channel on a wire the circuit lacks, bad JSON."""
