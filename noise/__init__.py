@@ -18,6 +18,7 @@ from tinyqml.noise.channels import (
     depolarizing,
     kraus,
     pauli,
+    pauli_twirl,
     phase_damping,
     phase_flip,
     tensor,
@@ -27,6 +28,7 @@ from tinyqml.noise.errors import NoiseModelError, NoiseParameterError, NotCPTPEr
 from tinyqml.noise.measure import apply_readout, mitigate_readout
 from tinyqml.noise.model import ChannelOp, NoiseModel, NoiseRule, NoisyCircuit
 from tinyqml.noise.simulate import counts, density_matrix, expval, probs, sample
+from tinyqml.noise.trajectories import trajectory_expval, trajectory_probs, trajectory_states
 from tinyqml.noise.specs import (
     AmplitudeDamping,
     BitFlip,
@@ -46,5 +48,6 @@ __all__ = [
     "NoiseModelError", "NoiseParameterError", "NotCPTPError", "apply_readout", "mitigate_readout",
     "ChannelOp", "NoiseModel", "NoiseRule", "NoisyCircuit", "counts", "density_matrix", "expval", "probs",
     "sample", "AmplitudeDamping", "BitFlip", "Depolarizing", "DeviceGateError", "ErrorSpec", "KrausError",
-    "PauliError", "PhaseDamping", "PhaseFlip", "ThermalRelaxation",
+    "PauliError", "PhaseDamping", "PhaseFlip", "ThermalRelaxation", "pauli_twirl",
+    "trajectory_expval", "trajectory_probs", "trajectory_states",
 ]

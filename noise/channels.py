@@ -37,7 +37,7 @@ from tinyqml.noise.errors import NoiseParameterError, NotCPTPError
 from tinyqml.qml.errors import ShapeError, WireError
 
 __all__ = [
-    "Channel", "ReadoutError", "apply_channel", "tensor", "compose", "average_gate_fidelity",
+    "Channel", "ReadoutError", "apply_channel", "tensor", "compose", "average_gate_fidelity", "pauli_twirl",
     "depolarizing", "bit_flip", "phase_flip", "pauli", "amplitude_damping",
     "phase_damping", "thermal_relaxation", "kraus",
 ]
@@ -481,3 +481,24 @@ def apply_channel(rho: Tensor, channel: Channel, wires: Sequence[int], n: int) -
         out = out + term
     out = out.reshape(b, d, d)
     return out[0] if single else out
+
+
+def pauli_twirl(channel: Channel) -> Channel:
+    """The Pauli channel with the same Pauli-transfer diagonal as ``channel``: Pauli ``P``
+    with probability ``sum_k |Tr(P K_k)|^2 / d^2`` (the Pauli-twirling approximation
+    that noise injection uses; exact for Pauli and depolarizing channels).
+
+    >>> ch = pauli_twirl(amplitude_damping(0.2))
+    >>> ch.is_unitary_mixture, len(ch.kraus)
+    (True, 4)
+    """
+    k = channel.n_wires
+    d = 2 ** k
+    probs = {}
+    for label in ("".join(s) for s in itertools.product("IXYZ", repeat=k)):
+        p = _pauli_matrix(label)
+        probs[label] = sum(abs(complex(torch.trace(p @ op))) ** 2 for op in channel.kraus) / d ** 2
+    total = sum(probs.values())
+    probs = {label: v / total for label, v in probs.items() if v > 1e-15}
+    out = pauli(probs)
+    return Channel(f"twirl({channel.name})", out.kraus, k)
