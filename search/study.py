@@ -1,0 +1,154 @@
+"""Running a search: an optuna study with named constraints, resumable storage, progress.
+
+:func:`run_search` asks the :class:`~tinyqml.search.space.SearchSpace` for a configuration
+on every trial (define-by-run), records the constraint violations of the candidate
+built from it, and calls the objective. Trial bookkeeping, samplers, pruners and
+storages are optuna's. The default storage is a SQLite file; any optuna storage URL
+works (``"postgresql://..."`` for many workers) and ``":memory:"`` keeps the study in
+memory. Rerunning with the same storage and study name continues the study up to
+``n_trials`` completed trials.
+
+>>> from tinyqml.search import Choice, IntRange, SearchSpace, SearchConfig, run_search
+>>> space = SearchSpace.of(IntRange("depth", 1, 6), Choice(("ry", "rx"), name="gate"))
+>>> def score(cfg, trial):
+...     return cfg["depth"] + (cfg["gate"] == "ry")
+>>> study = run_search(score, space, SearchConfig(n_trials=12, storage=":memory:", seed=0, progress=False))
+>>> study.best_params
+{'depth': 6, 'gate': 'ry'}
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from tinyqml.search.constraints import Constraint, CostModel
+from tinyqml.search.errors import SearchError
+from tinyqml.search.evolution import VIOLATIONS_ATTR, EvolutionConfig, EvolutionSampler
+from tinyqml.search.space import SearchSpace
+
+__all__ = ["SearchConfig", "run_search", "storage_url", "DEFAULT_STORAGE"]
+
+log = logging.getLogger(__name__)
+
+#: where studies live unless told otherwise (an embedded SQLite file)
+DEFAULT_STORAGE = "sqlite:///runs/search.db"
+
+Objective = Callable[[dict[str, Any], optuna.Trial], "float | Sequence[float]"]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How to run a study.
+
+    Attributes:
+        n_trials: completed trials wanted in the study (a rerun only adds the missing ones).
+        directions: ``"maximize"`` / ``"minimize"`` per objective.
+        storage: an optuna storage URL, a path to a SQLite file, or ``":memory:"``.
+        study_name: the study's name in the storage.
+        seed: seed of the default sampler.
+        progress: show optuna's progress bar.
+        evolution: the default sampler's settings (used when no sampler is given).
+    """
+
+    n_trials: int
+    directions: tuple[str, ...] = ("maximize",)
+    storage: str = DEFAULT_STORAGE
+    study_name: str = "tinyqml"
+    seed: int | None = None
+    progress: bool = True
+    evolution: EvolutionConfig = EvolutionConfig(population=8, parents=3)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_trials, int) or isinstance(self.n_trials, bool) or self.n_trials < 1:
+            raise SearchError(f"n_trials must be a positive integer, got {self.n_trials!r}")
+        dirs = tuple(self.directions)
+        if not dirs or any(d not in ("maximize", "minimize") for d in dirs):
+            raise SearchError(f"directions must be 'maximize' or 'minimize' each, got {self.directions!r}")
+        object.__setattr__(self, "directions", dirs)
+
+
+def storage_url(storage: str) -> str | None:
+    """An optuna storage URL for ``storage`` (``None``: in memory); a bare path is a SQLite file."""
+    if storage == ":memory:":
+        return None
+    if not isinstance(storage, str) or not storage:
+        raise SearchError(f"storage must be a URL, a SQLite file path or ':memory:', got {storage!r}")
+    if "://" not in storage:
+        storage = f"sqlite:///{storage}"
+    if storage.startswith("sqlite:///"):
+        path = Path(storage[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return storage
+
+
+def _values(raw: Any, n: int) -> list[float]:
+    vals = [raw] if n == 1 and not isinstance(raw, (list, tuple)) else list(raw)
+    if len(vals) != n:
+        raise SearchError(f"the objective returned {len(vals)} value(s) for {n} direction(s)")
+    out = []
+    for v in vals:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise SearchError(f"the objective returned {v!r}, not a number") from None
+        if math.isnan(f):
+            raise SearchError("the objective returned NaN")
+        out.append(f)
+    return out
+
+
+def run_search(objective: Objective, space: SearchSpace, config: SearchConfig,
+               sampler: optuna.samplers.BaseSampler | None = None, costs: CostModel | None = None,
+               constraints: Sequence[Constraint] = (), build: Callable[[Mapping[str, Any]], Any] | None = None,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """Run (or continue) a study; returns the optuna ``Study``.
+
+    ``objective(config, trial)`` scores one configuration (``trial`` is optuna's, for
+    ``trial.report``/pruning or extra define-by-run choices). ``build(config)`` makes the
+    candidate that ``costs`` measure (default: the configuration itself). Constraints are
+    checked against ``costs`` before anything runs; the default sampler is a
+    constraint-aware :class:`EvolutionSampler`.
+    """
+    if not isinstance(space, SearchSpace):
+        raise SearchError(f"run_search needs a SearchSpace, got {type(space).__name__}")
+    constraints = tuple(constraints)
+    if constraints and costs is None:
+        raise SearchError("constraints need a CostModel (costs=...) that defines the costs they name")
+    if costs is not None:
+        costs.check(constraints)
+    make = build or (lambda cfg: cfg)
+
+    def feasible(cfg: Mapping[str, Any]) -> bool:
+        return costs is None or not constraints or costs.feasible(make(cfg), constraints)
+
+    if sampler is None:
+        sampler = EvolutionSampler(space, config.evolution, seed=config.seed, feasible=feasible)
+    study = optuna.create_study(storage=storage_url(config.storage), study_name=config.study_name,
+                                directions=list(config.directions), sampler=sampler, pruner=pruner,
+                                load_if_exists=True)
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    remaining = config.n_trials - done
+    if remaining <= 0:
+        log.info("study %r already has %d completed trials", config.study_name, done)
+        return study
+
+    def run_trial(trial: optuna.Trial) -> Any:
+        cfg = space.suggest(trial)
+        if costs is not None:
+            cand = make(cfg)
+            if constraints:
+                trial.set_user_attr(VIOLATIONS_ATTR, list(costs.violations(cand, constraints)))
+            trial.set_user_attr("costs", costs.evaluate(cand))
+        vals = _values(objective(cfg, trial), len(config.directions))
+        return vals[0] if len(vals) == 1 else vals
+
+    log.info("study %r: %d completed, running %d more", config.study_name, done, remaining)
+    study.optimize(run_trial, n_trials=remaining, show_progress_bar=config.progress)
+    return study
