@@ -79,9 +79,9 @@ def _set_mask(t: Target, groups: torch.Tensor, pruned_ids: torch.Tensor) -> None
 
 
 def _choose(mean: torch.Tensor, sizes: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Indices of the lowest-scoring groups covering ``sparsity`` of the entries (rounded down)."""
+    """Indices of the lowest-scoring groups covering ``sparsity`` of the entries (to the nearest entry)."""
     total = int(sizes.sum())
-    budget = math.floor(sparsity * total + 1e-9)
+    budget = math.floor(sparsity * total + 0.5)
     order = torch.argsort(mean, stable=True)
     cum = torch.cumsum(sizes[order], 0)
     return order[: int((cum <= budget).sum())]

@@ -84,7 +84,8 @@ class AGP(Schedule):
     def __call__(self, step: int) -> float:
         if step < self.start:
             return self.initial
-        t = min(step, self.end)
-        t = self.start + (t - self.start) // self.frequency * self.frequency if t < self.end else t
+        if step >= self.end:
+            return self.final
+        t = self.start + (step - self.start) // self.frequency * self.frequency
         frac = (t - self.start) / (self.end - self.start)
-        return self.final + (self.initial - self.final) * (1 - frac) ** 3
+        return self.initial + (self.final - self.initial) * (1 - (1 - frac) ** 3)
