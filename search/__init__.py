@@ -27,6 +27,7 @@ from tinyqml.search.plots import plot_pareto
 from tinyqml.search.pruner import Pruner, Target, sensitivity_scan
 from tinyqml.search.schedules import AGP, Iterative, OneShot, Schedule
 from tinyqml.search.space import Choice, IntRange, SearchSpace, per_block
+from tinyqml.search.strategies import NSGAII, TPE, Evolution, RandomSearch, Strategy
 from tinyqml.search.study import SearchConfig, run_search
 
 __all__ = [
@@ -35,5 +36,5 @@ __all__ = [
     "Element", "Granularity", "Groups", "FunctionImportance", "Importance", "Magnitude", "Taylor", "Mask",
     "attach_mask", "get_mask", "has_mask", "squash", "plot_pareto", "Pruner", "Target", "sensitivity_scan",
     "AGP", "Iterative", "OneShot", "Schedule", "Choice", "IntRange", "SearchSpace", "per_block",
-    "SearchConfig", "run_search",
+    "SearchConfig", "run_search", "Strategy", "Evolution", "RandomSearch", "TPE", "NSGAII",
 ]

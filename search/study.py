@@ -30,8 +30,9 @@ from optuna.trial import TrialState
 
 from tinyqml.search.constraints import Constraint, CostModel
 from tinyqml.search.errors import SearchError
-from tinyqml.search.evolution import VIOLATIONS_ATTR, EvolutionConfig, EvolutionSampler
+from tinyqml.search.evolution import VIOLATIONS_ATTR
 from tinyqml.search.space import SearchSpace
+from tinyqml.search.strategies import Evolution, Strategy
 
 __all__ = ["SearchConfig", "run_search", "storage_url", "DEFAULT_STORAGE"]
 
@@ -54,7 +55,8 @@ class SearchConfig:
         study_name: the study's name in the storage.
         seed: seed of the default sampler.
         progress: show optuna's progress bar.
-        evolution: the default sampler's settings (used when no sampler is given).
+        strategy: how to search (:class:`~tinyqml.search.strategies.Evolution` by default;
+            ``RandomSearch``, ``TPE``, ``NSGAII``); one strategy object serves any space.
     """
 
     n_trials: int
@@ -63,7 +65,7 @@ class SearchConfig:
     study_name: str = "tinyqml"
     seed: int | None = None
     progress: bool = True
-    evolution: EvolutionConfig = EvolutionConfig(population=8, parents=3)
+    strategy: Strategy = Evolution()
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_trials, int) or isinstance(self.n_trials, bool) or self.n_trials < 1:
@@ -72,6 +74,9 @@ class SearchConfig:
         if not dirs or any(d not in ("maximize", "minimize") for d in dirs):
             raise SearchError(f"directions must be 'maximize' or 'minimize' each, got {self.directions!r}")
         object.__setattr__(self, "directions", dirs)
+        if not isinstance(self.strategy, Strategy):
+            raise SearchError(f"strategy must be a tinyqml.search Strategy (Evolution, RandomSearch, TPE, NSGAII), "
+                              f"got {type(self.strategy).__name__}")
 
 
 def storage_url(storage: str) -> str | None:
@@ -113,8 +118,8 @@ def run_search(objective: Objective, space: SearchSpace, config: SearchConfig,
     ``objective(config, trial)`` scores one configuration (``trial`` is optuna's, for
     ``trial.report``/pruning or extra define-by-run choices). ``build(config)`` makes the
     candidate that ``costs`` measure (default: the configuration itself). Constraints are
-    checked against ``costs`` before anything runs; the default sampler is a
-    constraint-aware :class:`EvolutionSampler`.
+    checked against ``costs`` before anything runs; without ``sampler`` the config's
+    strategy makes one (constraint-aware evolution by default).
     """
     if not isinstance(space, SearchSpace):
         raise SearchError(f"run_search needs a SearchSpace, got {type(space).__name__}")
@@ -129,7 +134,7 @@ def run_search(objective: Objective, space: SearchSpace, config: SearchConfig,
         return costs is None or not constraints or costs.feasible(make(cfg), constraints)
 
     if sampler is None:
-        sampler = EvolutionSampler(space, config.evolution, seed=config.seed, feasible=feasible)
+        sampler = config.strategy.sampler(space, feasible if constraints else None, config.seed)
     study = optuna.create_study(storage=storage_url(config.storage), study_name=config.study_name,
                                 directions=list(config.directions), sampler=sampler, pruner=pruner,
                                 load_if_exists=True)
@@ -144,7 +149,11 @@ def run_search(objective: Objective, space: SearchSpace, config: SearchConfig,
         if costs is not None:
             cand = make(cfg)
             if constraints:
-                trial.set_user_attr(VIOLATIONS_ATTR, list(costs.violations(cand, constraints)))
+                viol = costs.violations(cand, constraints)
+                trial.set_user_attr(VIOLATIONS_ATTR, list(viol))
+                if hasattr(trial, "set_constraint"):  # optuna >= 5: samplers read named constraints
+                    for i, (c, v) in enumerate(zip(constraints, viol)):
+                        trial.set_constraint(f"{i}:{c.cost}", v)
             trial.set_user_attr("costs", costs.evaluate(cand))
         vals = _values(objective(cfg, trial), len(config.directions))
         return vals[0] if len(vals) == 1 else vals
