@@ -53,21 +53,32 @@ def _draw(weights: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.multinomial(w, 1, replacement=True, generator=generator)[:, 0]
 
 
-def _mixture(psi: Tensor, ch: Channel, wires: Sequence[int], n: int, generator: torch.Generator | None) -> Tensor:
+def _branches(ch: Channel) -> tuple[Tensor, Tensor, int]:
+    """(probabilities [K], unitaries [K, d, d], index of the identity branch or -1) of a mixture."""
+    d = 2 ** ch.n_wires
     probs = torch.tensor([float((k.conj().T @ k)[0, 0].real) for k in ch.kraus], dtype=torch.float64)
+    mats = torch.stack([k / math.sqrt(max(float(p), 1e-300)) for k, p in zip(ch.kraus, probs)])
+    eye = torch.eye(d, dtype=mats.dtype)
+    ident = -1
+    for i, m in enumerate(mats):
+        if abs(abs(complex(m[0, 0])) - 1) < 1e-12 and float((m - m[0, 0] * eye).abs().max()) < 1e-12:
+            ident = i
+            break
+    return probs, mats, ident
+
+
+def _mixture(psi: Tensor, ch: Channel, wires: Sequence[int], n: int, generator: torch.Generator | None) -> Tensor:
+    """Draw a unitary branch per row; rows that drew the identity are left untouched."""
+    probs, mats, ident = _branches(ch)
     draws = _draw(probs.expand(psi.shape[0], -1), generator)
-    order = torch.argsort(draws, stable=True)
-    pieces, start = [], 0
-    for k, c in enumerate(torch.bincount(draws, minlength=len(ch.kraus)).tolist()):
-        if c == 0:
-            continue
-        rows = order[start:start + c].to(psi.device)
-        start += c
-        u = ch.kraus[k] / math.sqrt(float(probs[k]))
-        pieces.append(_apply_matrix(psi.index_select(0, rows), u, wires, n))
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel())
-    return torch.cat(pieces).index_select(0, inverse.to(psi.device))
+    hit = (draws != ident).nonzero()[:, 0]
+    if hit.numel() == 0:
+        return psi
+    chosen = mats[draws[hit]].to(dtype=psi.dtype, device=psi.device)
+    hit = hit.to(psi.device)
+    sub = psi.index_select(0, hit)
+    sub = QK.apply_single(sub, chosen, wires[0], n) if len(wires) == 1 else QK.apply_dense(sub, chosen, wires, n)
+    return psi.index_copy(0, hit, sub)
 
 
 def _general(psi: Tensor, ch: Channel, wires: Sequence[int], n: int, generator: torch.Generator | None) -> Tensor:
