@@ -102,9 +102,9 @@ class Channel:
                 raise NotCPTPError(
                     f"channel {self.name!r}: Kraus operator {i} has shape {tuple(k.shape)}; "
                     f"a {self.n_wires}-wire channel needs shape ({d}, {d})")
-            if not bool(torch.isfinite(k).all()):
+            if not bool(torch.isfinite(k.detach()).all()):
                 raise NotCPTPError(f"channel {self.name!r}: Kraus operator {i} has NaN or infinite values")
-            total = total + k.conj().T @ k
+            total = total + (k.conj().T @ k).detach()
         err = float((total - torch.eye(d, dtype=_DTYPE)).abs().max())
         if err > CPTP_TOL:
             raise NotCPTPError(
