@@ -120,7 +120,8 @@ def expval(obs: qml.operation.Operator, psi: Tensor, wire_map: dict, n: int) -> 
 
 
 def var(obs: qml.operation.Operator, psi: Tensor, wire_map: dict, n: int) -> Tensor:
-    """``<O^2> - <O>^2`` ``[B]`` (a single Pauli word needs no matrix: ``c^2 (1 - <P>^2)``)."""
+    """``<O^2> - <O>^2`` ``[B]`` (a single Pauli word needs no matrix: ``c^2 (<psi|psi> - <P>^2)``,
+    the norm kept symbolic so gradients through non-unitary inputs match default.qubit's)."""
     sentence = obs.pauli_rep
     if sentence is not None and len(sentence) == 1:
         (word, c), = sentence.items()
@@ -128,7 +129,7 @@ def var(obs: qml.operation.Operator, psi: Tensor, wire_map: dict, n: int) -> Ten
         if not word:
             return torch.zeros(psi.shape[0], dtype=psi.real.dtype, device=psi.device)
         e = pauli_expval({word: 1.0}, psi, wire_map, n)
-        return c**2 * (1 - e**2)
+        return c**2 * (_inner_real(psi, psi) - e**2)
     phi = apply_observable(obs, psi, wire_map, n)
     return _inner_real(phi, phi) - _inner_real(psi, phi) ** 2
 
