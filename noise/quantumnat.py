@@ -18,6 +18,13 @@ working on noisy hardware, with three independent techniques:
    rounded to ``levels`` evenly spaced values with a straight-through gradient, so a
    small error is absorbed by the rounding.
 
+Besides QuantumNAT's sampled injection, ``injection_method="exact"`` trains on the exact
+density-matrix expectation under the calibrated model (:class:`DensityMatrixNoise`), the
+value sampled injection averages to — affordable for the handful of qubits of a
+small device. Sampled injection draws all of a call's errors with one ``torch.rand``
+and touches only the rows that drew a non-identity Pauli at a channel, so it costs
+about one noiseless run plus the errors drawn.
+
 :class:`QuantumNATConfig` holds the switches; :class:`QuantumNATClassifier` is
 ``logit_scale * quant(norm(<Z_w>))`` on a tinyqml circuit (noise injected only in
 training mode); :func:`fit` trains it with Adam. Evaluate on a simulator of the device
@@ -47,6 +54,7 @@ from torch import nn
 
 from tinyqml.noise.channels import Channel, pauli_twirl
 from tinyqml.noise.model import ChannelOp, NoiseModel, NoisyCircuit
+from tinyqml.noise.simulate import expval as noisy_expval
 from tinyqml.qml import fusion as QF
 from tinyqml.qml import kernels as QK
 from tinyqml.qml import measure as QM
@@ -58,7 +66,8 @@ from tinyqml.qml.params import resolve
 Tensor = torch.Tensor
 
 __all__ = [
-    "QuantumNATError", "QuantumNATConfig", "PRESETS", "NORMALIZED_LOGIT_SCALE", "twirled_circuit", "readout_affine", "NoiseInjection",
+    "QuantumNATError", "QuantumNATConfig", "PRESETS", "NORMALIZED_LOGIT_SCALE", "INJECTION_METHODS",
+    "DensityMatrixNoise", "twirled_circuit", "readout_affine", "NoiseInjection",
     "PostMeasurementNorm", "PostMeasurementQuant", "quantize", "QuantumNATClassifier", "fit", "accuracy",
 ]
 
@@ -86,6 +95,10 @@ class QuantumNATConfig:
         injection_scale: multiplies every error rate of the model used for injection
             (:meth:`NoiseModel.scaled`; ``1`` is the calibration as it is).
         inject_readout: include readout errors in the injected outputs.
+        injection_method: ``"sampled"`` (QuantumNAT: Pauli errors drawn per row,
+            :class:`NoiseInjection`) or ``"exact"`` (train on the density-matrix
+            expectation under the full calibrated model, :class:`DensityMatrixNoise`;
+            feasible for the few qubits a density matrix holds).
         logit_scale: the logits are ``logit_scale`` times the (normalized, quantized) outputs.
         norm_eps: added to the batch standard deviation before dividing.
 
@@ -104,6 +117,7 @@ class QuantumNATConfig:
     quant_range: tuple[float, float] | None = None
     injection_scale: float = 1.0
     inject_readout: bool = True
+    injection_method: str = "sampled"
     logit_scale: float = 5.0
     norm_eps: float = 1e-5
 
@@ -119,11 +133,17 @@ class QuantumNATConfig:
                 raise QuantumNATError(f"QuantumNATConfig.{name} must be a finite number >= 0, got {v!r}")
         if self.logit_scale == 0:
             raise QuantumNATError("QuantumNATConfig.logit_scale must be > 0")
+        if self.injection_method not in INJECTION_METHODS:
+            raise QuantumNATError(f"injection_method must be one of {', '.join(INJECTION_METHODS)}, "
+                                  f"got {self.injection_method!r}")
 
     @property
     def label(self) -> str:
-        """``"plain"`` or the switched-on techniques joined by ``+``."""
+        """``"plain"`` or the switched-on techniques joined by ``+`` (exact injection is
+        ``"exact-noise"``)."""
         on = [n for n in ("injection", "normalization", "quantization") if getattr(self, n)]
+        if self.injection and self.injection_method == "exact":
+            on[0] = "exact-noise"
         return "+".join(on) or "plain"
 
     @property
@@ -133,6 +153,9 @@ class QuantumNATConfig:
             return self.quant_range
         return (-2.0, 2.0) if self.normalization else (-1.0, 1.0)
 
+
+#: how noise enters training: sampled Pauli errors (QuantumNAT) or the exact density matrix
+INJECTION_METHODS = ("sampled", "exact")
 
 #: logit scale of the presets with normalization: normalized outputs spread over about
 #: ``[-2, 2]`` instead of the few tenths a trained raw ``<Z>`` spans
@@ -356,6 +379,42 @@ class NoiseInjection(nn.Module):
         return f"{self.circuit!r}, wires={self.wires}, channels={self.noisy.n_channels}"
 
 
+class DensityMatrixNoise(nn.Module):
+    """Exact noisy ``<Z_w>`` of ``circuit`` under the (scaled) calibrated model: the
+    density-matrix expectation (:func:`tinyqml.noise.expval`), through the readout
+    errors with ``readout=True``, differentiable by backprop. No sampling: what sampled
+    injection averages to, without the twirl approximation. The same call signature as
+    :class:`NoiseInjection`.
+
+    >>> import torch, tinyqml.qml as tq
+    >>> from tinyqml.noise import NoiseModel, BitFlip
+    >>> c = tq.CircuitBuilder(1).ry(0, tq.feature(0)).x(0).build()
+    >>> DensityMatrixNoise(c, [0], NoiseModel().add("X", BitFlip(0.25)))(None, torch.zeros(2, 1))
+    tensor([[-0.5000],
+            [-0.5000]], dtype=torch.float64)
+    """
+
+    def __init__(self, circuit: Circuit, wires: Sequence[int], noise_model: NoiseModel, scale: float = 1.0,
+                 readout: bool = True) -> None:
+        super().__init__()
+        if not isinstance(noise_model, NoiseModel):
+            raise QuantumNATError(f"exact noise needs a tinyqml NoiseModel, got {type(noise_model).__name__}")
+        self.wires = _check_wires(circuit, wires)
+        self.circuit = circuit
+        self.noise_model = noise_model.scaled(scale) if scale != 1 else noise_model
+        self.noisy = self.noise_model.apply(circuit)
+        self.observables = tuple(QM.Z(w) for w in self.wires)
+        self.readout = bool(readout)
+
+    def forward(self, weights: Tensor | None, inputs: Tensor | None = None) -> Tensor:
+        dtype = torch.complex64 if weights is not None and weights.dtype == torch.float32 else torch.complex128
+        return noisy_expval(self.noisy, list(self.observables), None, weights, inputs, dtype=dtype,
+                      readout=self.noise_model if self.readout else False)
+
+    def extra_repr(self) -> str:
+        return f"{self.circuit!r}, wires={self.wires}, channels={self.noisy.n_channels}"
+
+
 # --------------------------------------------------------------------------- normalization, quantization
 
 
@@ -443,7 +502,8 @@ class QuantumNATClassifier(nn.Module):
     ``<Z_w>`` comes from the noiseless simulator (:class:`~tinyqml.qml.QuantumLayer`,
     adjoint gradients), except in training mode with ``config.injection``, where
     :class:`NoiseInjection` samples it under ``noise_model`` (needed then) scaled by
-    ``config.injection_scale``. Normalization and quantization follow when switched on.
+    ``config.injection_scale`` (with ``injection_method="exact"``, :class:`DensityMatrixNoise`
+    computes its exact noisy value instead). Normalization and quantization follow when switched on.
     For a device, pass the transpiled circuit and ``layout.final`` as ``wires``;
     :meth:`head` maps expectations measured elsewhere (a noisy simulator, hardware) to
     logits the same way.
@@ -475,12 +535,16 @@ class QuantumNATClassifier(nn.Module):
         self.wires = _check_wires(circuit, wires)
         self.config = config
         self.quantum = QuantumLayer(circuit, [QM.Z(w) for w in self.wires], diff_method=diff_method, seed=seed)
-        self.injection: NoiseInjection | None = None
+        self.injection: NoiseInjection | DensityMatrixNoise | None = None
         if config.injection:
             if noise_model is None:
                 raise QuantumNATError("noise injection (config.injection=True) needs the calibrated noise_model")
-            self.injection = NoiseInjection(circuit, self.wires, noise_model, config.injection_scale,
-                                            config.inject_readout, generator, seed)
+            if config.injection_method == "exact":
+                self.injection = DensityMatrixNoise(circuit, self.wires, noise_model, config.injection_scale,
+                                                    config.inject_readout)
+            else:
+                self.injection = NoiseInjection(circuit, self.wires, noise_model, config.injection_scale,
+                                                config.inject_readout, generator, seed)
         self.norm = PostMeasurementNorm(config.norm_eps) if config.normalization else None
         low, high = config.grid
         self.quant = PostMeasurementQuant(config.quant_levels, low, high) if config.quantization else None

@@ -16,6 +16,7 @@ OUTPUTS = {
     "02_variational_classifier.py": ("02_classifier_history.png", "02_pooled_digits.png",
                                      "02_classifier_circuit.json"),
     "03_interop.py": ("03_interop_loss.png", "03_qiskit_model.qasm", "03_qasm_model_sample0.qasm"),
+    "04_noise_aware_training.py": ("04_noise_model.json", "04_trajectories.png", "04_quantumnat.png"),
 }
 
 

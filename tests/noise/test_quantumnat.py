@@ -349,3 +349,19 @@ def test_injection_on_a_transpiled_fake_backend_circuit():
 def test_presets_are_frozen_configs():
     with pytest.raises(dataclasses.FrozenInstanceError):
         PRESETS["plain"].injection = True  # type: ignore[misc]
+
+
+def test_exact_injection_trains_on_the_density_matrix_expectation():
+    cfg = dataclasses.replace(PRESETS["injection"], injection_method="exact", injection_scale=2.0)
+    assert cfg.label == "exact-noise"
+    model = QuantumNATClassifier(CIRCUIT, WIRES, cfg, MODEL, seed=0)
+    exact = expval(CIRCUIT, _zs(), MODEL.scaled(2.0), model.weights, X, readout=True)
+    assert torch.allclose(model(X), 5.0 * exact, atol=1e-12)      # training mode, no sampling
+    model(X).sum().backward()
+    assert model.weights.grad is not None and bool(model.weights.grad.abs().sum() > 0)
+    no_ro = dataclasses.replace(cfg, inject_readout=False)
+    plain_dm = expval(CIRCUIT, _zs(), MODEL.scaled(2.0), W, X)
+    m2 = QuantumNATClassifier(CIRCUIT, WIRES, no_ro, MODEL, seed=0)
+    assert torch.allclose(m2.injection(W, X), plain_dm, atol=1e-12)
+    with pytest.raises(QuantumNATError):
+        QuantumNATConfig(injection_method="magic")
