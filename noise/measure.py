@@ -44,20 +44,7 @@ def diagonal(state: Tensor, n: int) -> Tensor:
     return state.index_select(1, K.diagonal_positions(n, str(state.device))).real
 
 
-def marginal(p: Tensor, n: int, wires: Sequence[int] | None) -> Tensor:
-    """Marginal of probabilities ``p [B, 2**n]`` on ``wires`` (in the order given)."""
-    if wires is None:
-        return p
-    wires = [int(w) for w in wires]
-    if any(w < 0 or w >= n for w in wires) or len(set(wires)) != len(wires):
-        raise WireError(f"probs wires {wires} must be distinct and in 0..{n - 1}")
-    t = p.reshape((p.shape[0],) + (2,) * n)
-    rest = [1 + w for w in range(n) if w not in wires]
-    if rest:
-        t = t.sum(dim=rest)
-    kept = sorted(wires)
-    t = t.permute([0] + [1 + kept.index(w) for w in wires])
-    return t.reshape(p.shape[0], -1)
+marginal = QM.marginal
 
 
 def _trace_vector(p: QM.PauliString, n: int, dtype: torch.dtype, device: torch.device) -> Tensor:

@@ -233,10 +233,14 @@ def _pauli_expval(state: Tensor, p: PauliString, n: int) -> Tensor:
 
 def probs(state: Tensor, n: int, wires: Sequence[int] | None = None) -> Tensor:
     """Marginal probabilities ``[B, 2**len(wires)]`` (all wires when ``wires`` is None), wire order as given."""
-    p = abs2(state)
+    return marginal(abs2(state), n, wires)
+
+
+def marginal(p: Tensor, n: int, wires: Sequence[int] | None = None) -> Tensor:
+    """The marginal of probabilities ``p [B, 2**n]`` on ``wires``, in the order given."""
     if wires is None:
         return p
-    wires = list(wires)
+    wires = [int(w) for w in wires]
     if any(w < 0 or w >= n for w in wires) or len(set(wires)) != len(wires):
         raise WireError(f"probs wires {wires} must be distinct and in 0..{n - 1}")
     t = p.reshape((p.shape[0],) + (2,) * n)
