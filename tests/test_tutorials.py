@@ -17,6 +17,9 @@ OUTPUTS = {
                                      "02_classifier_circuit.json"),
     "03_interop.py": ("03_interop_loss.png", "03_qiskit_model.qasm", "03_qasm_model_sample0.qasm"),
     "04_noise_aware_training.py": ("04_noise_model.json", "04_trajectories.png", "04_quantumnat.png"),
+    "05_quantumnas.py": ("05_search_trials.png", "05_pareto.png", "05_pruning.png", "05_pruned_circuit.json"),
+    "06_onchip_training.py": ("06_gradient_error.png", "06_pruning_masks.png", "06_accuracy_vs_circuits.png",
+                              "06_qoc_runs.json"),
 }
 
 
