@@ -20,6 +20,7 @@ from tinyqml.search.errors import (
     UnknownConstraintError,
 )
 from tinyqml.search.evolution import EvolutionConfig, EvolutionSampler, rank_trials
+from tinyqml.search.gradient_pruning import GradientPruner, GradientPruningConfig
 from tinyqml.search.granularity import Block, Channel, Element, Granularity, Groups
 from tinyqml.search.importance import FunctionImportance, Importance, Magnitude, Taylor
 from tinyqml.search.masks import Mask, attach_mask, get_mask, has_mask, squash
@@ -36,5 +37,5 @@ __all__ = [
     "Element", "Granularity", "Groups", "FunctionImportance", "Importance", "Magnitude", "Taylor", "Mask",
     "attach_mask", "get_mask", "has_mask", "squash", "plot_pareto", "Pruner", "Target", "sensitivity_scan",
     "AGP", "Iterative", "OneShot", "Schedule", "Choice", "IntRange", "SearchSpace", "per_block",
-    "SearchConfig", "run_search", "Strategy", "Evolution", "RandomSearch", "TPE", "NSGAII",
+    "SearchConfig", "run_search", "GradientPruner", "GradientPruningConfig", "Strategy", "Evolution", "RandomSearch", "TPE", "NSGAII",
 ]
