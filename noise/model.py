@@ -9,7 +9,10 @@ and rescales every error rate (:meth:`NoiseModel.scaled`).
 
 Semantics follow Aer: after each gate, the rules for that gate *on exactly those
 qubits* apply if there are any; otherwise the rules for that gate on every qubit
-(``qubits=None``) apply. Several matching rules apply in the order given.
+(``qubits=None``) apply. Several matching rules apply in the order given. An ``MCX``
+with one or two controls counts as ``CX`` / ``CCX`` (Qiskit exports it as ``cx`` /
+``ccx``, so Aer attaches those gates' errors to it); rules on ``MCX`` apply from three
+controls on.
 
 >>> import tinyqml.qml as tq
 >>> from tinyqml.noise import NoiseModel, Depolarizing, BitFlip
@@ -231,7 +234,7 @@ class NoiseModel:
         steps: list[int | ChannelOp] = []
         for i, op in enumerate(circuit.ops):
             steps.append(i)
-            for spec in self.errors_for(op.gate.name, op.wires):
+            for spec in self.errors_for(_rule_gate(op.gate.name, len(op.wires)), op.wires):
                 ch = spec.channel()
                 if ch.n_wires != len(op.wires):
                     raise NoiseModelError(f"error {ch.name!r} on {ch.n_wires} qubit(s) after {op.gate.name} on "
@@ -249,8 +252,8 @@ class NoiseModel:
         >>> s.rules[0].error.p, s.readout[0][1].p0_given_1
         (0.04, 0.08)
         """
-        rules = tuple(replace(r, error=r.error.scaled(factor)) for r in self.rules)
-        f = float(factor)
+        f = S._check_factor(factor)
+        rules = tuple(replace(r, error=r.error.scaled(f)) for r in self.rules)
         readout = tuple(
             (q, C.ReadoutError(S.scale_probability(f"P(0|1) of qubit {q}", e.p0_given_1, f),
                                S.scale_probability(f"P(1|0) of qubit {q}", e.p1_given_0, f)))
@@ -281,7 +284,9 @@ class NoiseModel:
             rules = tuple(NoiseRule.from_dict(r) for r in d.get("rules", []))
             readout = tuple((int(r["qubit"]), C.ReadoutError(r["p0_given_1"], r["p1_given_0"]))
                             for r in d.get("readout", []))
-        except (KeyError, TypeError) as exc:
+        except NoiseModelError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:  # ValueError: also NoiseParameterError, NotCPTPError
             raise NoiseModelError(f"bad noise model entry: {exc!r}") from None
         return cls(rules, readout, str(d.get("name", "")))
 
@@ -289,7 +294,7 @@ class NoiseModel:
     def from_json(cls, text: str) -> "NoiseModel":
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, TypeError) as exc:
             raise NoiseModelError(f"noise model JSON does not parse: {exc}") from None
         return cls.from_dict(d)
 
@@ -346,6 +351,10 @@ class NoiseModel:
         except ImportError as exc:  # pragma: no cover - the interop extra is installed in tests
             raise InteropError("to_aer needs qiskit-aer: pip install 'tinyqml[interop]'") from exc
         qnames = _tinyqml_to_qiskit()
+        missing = sorted({r.gate for r in self.rules} - set(qnames))
+        if missing:
+            raise InteropError(f"to_aer: no Qiskit gate name for {', '.join(missing)}; Aer attaches errors to "
+                               "named gates (rules on these gates cannot be converted)")
         basis = sorted({qnames[r.gate] for r in self.rules} | {"rz", "sx", "x", "cx"})
         nm = aer_noise.NoiseModel(basis_gates=basis)
         grouped: dict[tuple[str, tuple[int, ...] | None], list[C.Channel]] = {}
@@ -365,6 +374,13 @@ class NoiseModel:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _rule_gate(name: str, k: int) -> str:
+    """The gate name rules are looked up under: MCX on 2 / 3 wires is CX / CCX (as in Qiskit)."""
+    if name == "MCX" and k <= 3:
+        return "CX" if k == 2 else "CCX"
+    return name
 
 
 def _little_endian(k: Any, n: int) -> Any:

@@ -161,6 +161,8 @@ class PauliError(ErrorSpec):
 
     def _scaled(self, factor: float) -> "PauliError":
         out = tuple((k, v * factor) for k, v in self.probs if k.strip("I"))
+        if not out and self.probs:  # only identity labels: keep one, so the channel keeps its wires
+            out = ((self.probs[0][0], 0.0),)
         total = sum(v for _, v in out)
         if total > 1 + 1e-12:
             raise NoiseParameterError(f"scaling the Pauli error {dict(self.probs)} by {factor:g} gives error "

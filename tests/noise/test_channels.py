@@ -327,3 +327,144 @@ def test_pauli_explicit_identity_label():
     ch = C.pauli({"I": 0.5, "X": 0.2})
     weights = sorted(float((k.conj().T @ k)[0, 0].real) for k in ch.kraus)
     assert weights == pytest.approx([0.2, 0.8])
+
+
+# ------------------------------------------------------------- tensor, compose, fidelity
+
+def _random_kraus(rng: np.random.Generator, n: int, r: int) -> C.Channel:
+    """A random CPTP map with ``r`` Kraus operators: the blocks of a random isometry."""
+    d = 2 ** n
+    a = rng.normal(size=(r * d, d)) + 1j * rng.normal(size=(r * d, d))
+    q, _ = np.linalg.qr(a)
+    return C.kraus([torch.tensor(q[i * d:(i + 1) * d]) for i in range(r)], name=f"random{n}x{r}")
+
+
+def _qsuper(ch: C.Channel):
+    return qi.SuperOp(qi.Kraus([k.numpy() for k in ch.kraus]))
+
+
+@pytest.mark.parametrize("parts", [
+    (C.amplitude_damping(0.3), C.phase_flip(0.2)),
+    (C.thermal_relaxation(10.0, 15.0, 2.0, 0.1), C.depolarizing(0.3, 2)),
+    (C.pauli({"XZ": 0.1}), C.bit_flip(0.4), C.phase_damping(0.7)),
+], ids=["ad_pf", "tr_dep2", "three"])
+def test_tensor_matches_qiskit_tensor(parts):
+    ch = C.tensor(*parts)
+    assert ch.n_wires == sum(p.n_wires for p in parts)
+    _assert_cptp(ch)
+    want = _qsuper(parts[0])
+    for p in parts[1:]:
+        want = want.tensor(_qsuper(p))  # Qiskit's a.tensor(b): a on the high (first) qubits
+    np.testing.assert_allclose(_superop(ch), want.data, atol=1e-12)
+    # the first channel acts on the first (most significant) wire
+    rho = _random_rho(2, ch.n_wires, seed=3)
+    step = rho
+    w = 0
+    for p in parts:
+        step = C.apply_channel(step, p, list(range(w, w + p.n_wires)), ch.n_wires)
+        w += p.n_wires
+    assert torch.allclose(C.apply_channel(rho, ch, list(range(ch.n_wires)), ch.n_wires), step, atol=1e-12)
+
+
+def test_tensor_not_commutative():
+    a, b = C.amplitude_damping(0.5), C.phase_flip(0.3)
+    assert not np.allclose(_superop(C.tensor(a, b)), _superop(C.tensor(b, a)))
+
+
+def test_tensor_reduces_kraus_count():
+    rng = np.random.default_rng(4)
+    a, b = _random_kraus(rng, 1, 5), _random_kraus(rng, 1, 6)   # 30 products > 4**2
+    ch = C.tensor(a, b)
+    assert len(ch.kraus) <= 16
+    _assert_cptp(ch)
+    np.testing.assert_allclose(_superop(ch), _qsuper(a).tensor(_qsuper(b)).data, atol=1e-11)
+
+
+@pytest.mark.parametrize("parts", [
+    (C.amplitude_damping(0.3), C.phase_flip(0.2)),
+    (C.bit_flip(0.1), C.amplitude_damping(0.6), C.thermal_relaxation(5.0, 8.0, 1.0, 0.3)),
+    (C.depolarizing(0.2, 2), C.pauli({"XY": 0.3, "ZI": 0.1})),
+], ids=["two", "three", "2q"])
+def test_compose_matches_qiskit_compose(parts):
+    ch = C.compose(*parts)
+    _assert_cptp(ch)
+    assert len(ch.kraus) <= 4 ** ch.n_wires
+    want = _qsuper(parts[0])
+    for p in parts[1:]:
+        want = want.compose(_qsuper(p))   # Qiskit's a.compose(b): a first, then b
+    np.testing.assert_allclose(_superop(ch), want.data, atol=1e-12)
+    rho = _random_rho(2, ch.n_wires, seed=7)
+    step = rho
+    for p in parts:
+        step = C.apply_channel(step, p, list(range(ch.n_wires)), ch.n_wires)
+    assert torch.allclose(C.apply_channel(rho, ch, list(range(ch.n_wires)), ch.n_wires), step, atol=1e-12)
+
+
+def test_compose_order_matters_and_single_is_identity():
+    a, b = C.amplitude_damping(0.7), C.bit_flip(0.4)   # these do not commute
+    assert not np.allclose(_superop(C.compose(a, b)), _superop(C.compose(b, a)), atol=1e-6)
+    assert C.compose(a) is a
+
+
+def test_compose_random_three_wire():
+    rng = np.random.default_rng(9)
+    a, b = _random_kraus(rng, 3, 4), _random_kraus(rng, 3, 3)
+    ch = C.compose(a, b)
+    _assert_cptp(ch)
+    np.testing.assert_allclose(_superop(ch), _qsuper(a).compose(_qsuper(b)).data, atol=1e-11)
+
+
+@pytest.mark.parametrize("make,fragment", [
+    (lambda: C.compose(C.bit_flip(0.1), C.depolarizing(0.1, 2)), "same number of wires"),
+])
+def test_compose_invalid(make, fragment):
+    with pytest.raises(NotCPTPError) as info:
+        make()
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("fn", [C.tensor, C.compose])
+def test_tensor_compose_need_channels(fn):
+    with pytest.raises(TypeError, match="Channel"):
+        fn()
+    with pytest.raises(TypeError, match="Channel"):
+        fn(C.bit_flip(0.1), "not a channel")
+
+
+@pytest.mark.parametrize("ch", ALL_CHANNELS + [
+    C.tensor(C.amplitude_damping(0.2), C.thermal_relaxation(3.0, 4.0, 1.0)),
+    C.kraus([torch.eye(4)]),
+    _random_kraus(np.random.default_rng(2), 2, 3),
+    _random_kraus(np.random.default_rng(3), 3, 2),
+], ids=lambda c: c.name)
+def test_average_gate_fidelity_matches_qiskit(ch):
+    want = qi.average_gate_fidelity(qi.Kraus([k.numpy() for k in ch.kraus]))
+    assert C.average_gate_fidelity(ch) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0, 4 / 3])
+def test_average_gate_fidelity_of_depolarizing(p):
+    assert C.average_gate_fidelity(C.depolarizing(p)) == pytest.approx(1 - p / 2, abs=1e-12)
+    # two wires: F = 1 - p (d^2 - 1) / (d (d + 1)) with d = 4, i.e. 1 - 3p/4
+    q = min(p, 16 / 15)
+    assert C.average_gate_fidelity(C.depolarizing(q, 2)) == pytest.approx(1 - 3 * q / 4, abs=1e-12)
+
+
+@pytest.mark.parametrize("ch,expected", [
+    (C.depolarizing(0.3), True),
+    (C.depolarizing(0.0, 2), True),
+    (C.bit_flip(0.2), True),
+    (C.phase_flip(1.0), True),
+    (C.pauli({"XY": 0.2, "ZZ": 0.1}), True),
+    (C.kraus([torch.tensor([[0, 1], [1j, 0]], dtype=torch.complex128)]), True),          # one unitary
+    (C.kraus([math.sqrt(0.5) * torch.eye(2, dtype=torch.float64),
+              math.sqrt(0.5) * torch.tensor([[1, 0], [0, 1j]], dtype=torch.complex128)]), True),
+    (C.amplitude_damping(0.3), False),
+    (C.amplitude_damping(0.0), True),                             # K1 = 0 is 0 * a unitary
+    (C.phase_damping(0.4), False),                                # as given: diag(1, sqrt(1-l)) is no unitary multiple
+    (C.thermal_relaxation(10.0, 12.0, 2.0), False),
+    (C.tensor(C.bit_flip(0.1), C.amplitude_damping(0.2)), False),
+    (C.tensor(C.bit_flip(0.1), C.phase_flip(0.2)), True),
+], ids=lambda v: v.name if isinstance(v, C.Channel) else str(v))
+def test_is_unitary_mixture(ch, expected):
+    assert ch.is_unitary_mixture is expected
