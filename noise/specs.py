@@ -41,7 +41,9 @@ def scale_probability(name: str, p: float, factor: float) -> float:
 
 def _rate_scaled(p: float, factor: float) -> float:
     """A decay probability ``1 - exp(-t r)`` with its rate ``r`` multiplied by ``factor``."""
-    return 1.0 - (1.0 - p) ** factor if p < 1 else 1.0
+    if p >= 1:
+        return 1.0 if factor > 0 else 0.0
+    return 1.0 - (1.0 - p) ** factor
 
 
 def _check_factor(factor: float) -> float:
