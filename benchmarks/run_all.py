@@ -16,7 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 #: benchmark scripts in the order they run
-SCRIPTS = ("w1_simulator.py", "w1_pennylane.py", "qoc.py", "quantumnat.py")
+SCRIPTS = ("w1_simulator.py", "w1_pennylane.py", "qoc.py", "quantumnat.py", "quantumnas.py")
 
 
 def main(argv: list[str]) -> int:
