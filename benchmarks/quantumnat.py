@@ -21,10 +21,13 @@ Setup (GitHub issue 4):
   errors on; normalization uses the statistics of the noisy test batch. Accuracy splits
   ties evenly (quantized logits tie). The noiseless accuracy is the exact statevector one.
   The exact noisy expectations (no shots) are recorded too.
-- extra ("where it should bite"): depth 8 at s = 4 and 8, the noise-aware models trained
-  *at the scale they are evaluated at* (``--extra-scales``): sampled injection +
-  normalization, and exact density-matrix training + normalization
-  (``injection_method="exact"``), same seeds, ``--extra-epochs`` (default 10) epochs.
+- extra ("where it should bite"): at depth 8 and s = 2, 4, 8 (``--extra-scales``), models
+  trained *with the noise they are evaluated under*, all with normalization: the shot
+  noise of ``--shots`` shots alone (noiseless circuit), sampled injection at s + shot
+  noise, the exact density-matrix expectation at s (``injection_method="exact"``), and
+  the exact expectation at s + shot noise; same seeds, ``--extra-epochs`` (default 10)
+  epochs, each evaluated on Aer at its training scale. ``--reuse-main FILE`` takes the
+  main grid from an earlier run's JSON (same settings) and runs only the extra part.
 
     .venv/bin/python benchmarks/quantumnat.py            # full run (~20 min on 2 cores)
     .venv/bin/python benchmarks/quantumnat.py --fast     # smoke run: depth 2, 1 seed, 1 epoch
@@ -54,7 +57,13 @@ DEPTHS = (2, 4, 8)
 SCALES = (1.0, 2.0, 4.0, 8.0)
 SEEDS = (0, 1, 2)
 CONFIGS = ("plain", "injection", "normalization", "quantization", "all", "injection+normalization")
-EXTRA_CONFIGS = ("injection+normalization", "exact-noise+normalization")
+#: the extra runs: (name, injected noise method or None, shot noise in training)
+EXTRA_CONFIGS = (
+    ("normalization+shots", None, True),
+    ("injection+normalization+shots", "sampled", True),
+    ("exact-noise+normalization", "exact", False),
+    ("exact-noise+normalization+shots", "exact", True),
+)
 SHOTS = 1024
 BATCH, LR, EPOCHS = 32, 0.05, 20
 #: epochs of the extra runs (density-matrix training costs ~3x a noiseless step at 8 layers)
@@ -66,13 +75,14 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def extra_config(name: str, scale: float):
-    """The extra experiment's configuration ``name`` trained at noise scale ``scale``."""
+def extra_config(method: str | None, with_shots: bool, scale: float, shots: int):
+    """An extra run's configuration: normalization, noise injected at ``scale`` by ``method``
+    (``None``: no injection) and, with ``with_shots``, the shot noise of ``shots`` shots."""
     from tinyqml.noise.quantumnat import PRESETS
 
-    base = PRESETS["injection+normalization"]
-    method = "exact" if name.startswith("exact-noise") else "sampled"
-    return dataclasses.replace(base, injection_method=method, injection_scale=scale)
+    base = PRESETS["injection+normalization" if method else "normalization"]
+    return dataclasses.replace(base, injection_method=method or "sampled", injection_scale=scale if method else 1.0,
+                               shots=shots if with_shots else None)
 
 
 def run_model(circuit, layout, config, nm, data, seed: int, epochs: int, scales, shots: int,
@@ -140,20 +150,30 @@ def table(runs: list[dict], depths, configs, scales, key: str, deltas: bool) -> 
     return lines
 
 
+def _extra_vals(extra: list[dict], config: str, scale: float) -> list[float]:
+    return [r["aer"][f"{scale:g}"] for r in extra if r["config"] == config and f"{scale:g}" in r["aer"]
+            and (r["trained_scale"] in (None, scale))]
+
+
 def extra_table(runs: list[dict], extra: list[dict], depth: int, scales) -> list[str]:
-    lines = ["| config | trained at | " + " | ".join(f"Aer {s:g}×" for s in scales) + " |",
+    lines = ["| config | trained with | " + " | ".join(f"Aer {s:g}×" for s in scales) + " |",
              "|---|---|" + "---|" * len(scales)]
-    for c in ("plain", "normalization", "injection+normalization"):
+    main = (("plain", "no noise"), ("normalization", "no noise"),
+            ("injection+normalization", "sampled noise at 1×"))
+    for c, how in main:
+        if not all(_vals(runs, depth, c, "aer", f"{s:g}") for s in scales):
+            continue
         vals = [cell(_vals(runs, depth, c, "aer", f"{s:g}"), _vals(runs, depth, "plain", "aer", f"{s:g}")
                      if c != "plain" else None) for s in scales]
-        if all(_vals(runs, depth, c, "aer", f"{s:g}") for s in scales):
-            lines.append(f"| {c} | {'1× (injection)' if 'injection' in c else 'no noise'} | " + " | ".join(vals) + " |")
-    for c in EXTRA_CONFIGS:
+        lines.append(f"| {c} | {how} | " + " | ".join(vals) + " |")
+    hows = {None: "no circuit noise", "sampled": "sampled noise at s", "exact": "exact noise at s"}
+    for name, method, with_shots in EXTRA_CONFIGS:
         vals = []
         for s in scales:
-            v = [r["aer"][f"{s:g}"] for r in extra if r["config"] == c and r["trained_scale"] == s]
+            v = _extra_vals(extra, name, s)
             vals.append(cell(v, _vals(runs, depth, "plain", "aer", f"{s:g}")) if v else "–")
-        lines.append(f"| {c} | the evaluated scale | " + " | ".join(vals) + " |")
+        how = hows[method] + (" + shot noise" if with_shots else "")
+        lines.append(f"| {name} | {how} | " + " | ".join(vals) + " |")
     return lines
 
 
@@ -174,17 +194,15 @@ def plot(runs: list[dict], extra: list[dict], depths, configs, scales, shots: in
             m = [100 * _ms(v)[0] for _, v in pts]
             e = [100 * _ms(v)[1] for _, v in pts]
             ax.errorbar([s for s, _ in pts], m, yerr=e, marker=markers.get(c, "o"), capsize=3, label=c)
-        for c, style in zip(EXTRA_CONFIGS, ("x", "*")):
-            pts = sorted({r["trained_scale"] for r in extra if r["depth"] == d and r["config"] == c})
-            if not pts:
-                continue
-            m, e = [], []
-            for s in pts:
-                v = [r["aer"][f"{s:g}"] for r in extra if r["config"] == c and r["trained_scale"] == s]
-                m.append(100 * _ms(v)[0])
-                e.append(100 * _ms(v)[1])
-            ax.errorbar(pts, m, yerr=e, marker=style, markersize=9, linestyle=":", capsize=3,
-                        label=f"{c} (trained at that scale)")
+        if d == max(depths):
+            for (c, _, _), style in zip(EXTRA_CONFIGS, ("x", "*", "d", "p")):
+                pts = [(s, _extra_vals(extra, c, s)) for s in scales]
+                pts = [(s, v) for s, v in pts if v]
+                if not pts:
+                    continue
+                ax.errorbar([s for s, _ in pts], [100 * _ms(v)[0] for _, v in pts],
+                            yerr=[100 * _ms(v)[1] for _, v in pts], marker=style, markersize=8, linestyle=":",
+                            capsize=3, label=f"{c} (trained at the scale)")
         ax.axhline(25, color="grey", linewidth=0.8, linestyle="--")
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(scales), [f"{s:g}×" for s in scales])
@@ -199,6 +217,23 @@ def plot(runs: list[dict], extra: list[dict], depths, configs, scales, shots: in
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+#: settings that must match for --reuse-main
+REUSE_KEYS = ("epochs", "batch", "lr", "shots", "seeds", "depths", "scales")
+
+
+def _reused(args) -> dict:
+    """The main grid of an earlier run (``--reuse-main``), checked against these settings."""
+    payload = json.loads(Path(args.reuse_main).read_text())
+    meta = payload["meta"]
+    mine = {"epochs": args.epochs, "batch": BATCH, "lr": LR, "shots": args.shots, "seeds": list(args.seeds),
+            "depths": list(args.depths), "scales": list(args.scales)}
+    diff = [k for k in REUSE_KEYS if meta.get(k) != mine[k]]
+    configs = sorted({r["config"] for r in payload["runs"]})
+    if diff or configs != sorted(args.configs):
+        raise SystemExit(f"--reuse-main: {args.reuse_main} was run with other settings ({diff or 'configs'})")
+    return payload
 
 
 def meta_info(args, elapsed: float) -> dict[str, Any]:
@@ -218,7 +253,8 @@ def meta_info(args, elapsed: float) -> dict[str, Any]:
         "qiskit_aer": qiskit_aer.__version__, "threads": torch.get_num_threads(), "epochs": args.epochs,
         "extra_epochs": args.extra_epochs, "batch": BATCH, "lr": LR, "shots": args.shots, "seeds": list(args.seeds),
         "depths": list(args.depths), "scales": list(args.scales), "backend": BACKEND,
-        "wall_seconds": round(elapsed, 1), "load_avg_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "wall_seconds": round(elapsed, 1),
+        "load_avg_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -249,16 +285,25 @@ def render(runs, extra, layouts, args, meta) -> str:
         d = max(args.depths)
         lines += [
             "",
-            f"## Noise-aware training at the evaluated scale ({d} layers, {args.extra_epochs} epochs)",
+            f"## Where it should bite: training with the noise of the evaluation ({d} layers)",
             "",
-            "Rows 1-3 repeat the main table; the last two are trained with noise at the scale they are evaluated at: "
-            "sampled injection (QuantumNAT, Pauli-twirled, one draw per row) and the exact density-matrix expectation "
-            "under the full model (`injection_method=\"exact\"`), both with normalization.",
+            "Rows 1-3 repeat the main table. The other rows are trained for "
+            f"{args.extra_epochs} epochs with normalization and the noise they are evaluated under, at each scale s: "
+            f"the shot noise of {args.shots} shots alone (`shots=`, Gaussian with the binomial variance), sampled "
+            "injection at s (Pauli-twirled, one draw per row) + shot noise, the exact density-matrix expectation under "
+            "the full model at s (`injection_method=\"exact\"`), and that + shot noise. Each is evaluated on Aer at "
+            "its training scale (the noiseless-circuit one at every scale). Brackets: difference to plain.",
             "",
             *extra_table(runs, extra, d, args.extra_scales),
         ]
-    lines += ["", f"Run: {meta['wall_seconds']:.0f} s on {meta['cpu']} ({meta['cores']} cores, torch threads "
-                  f"{meta['threads']}), torch {meta['torch']}, qiskit {meta['qiskit']}.", ""]
+    where = (f"on {meta['cpu']} ({meta['cores']} cores, torch threads {meta['threads']}, load average at the end "
+             f"{meta['load_avg_end'][0]:.1f}), torch {meta['torch']}, qiskit {meta['qiskit']}")
+    if meta.get("main_wall_seconds") is not None:
+        run = (f"Run: main grid {meta['main_wall_seconds']:.0f} s (an earlier run of this script, reused), extra "
+               f"{meta['wall_seconds']:.0f} s, {where}.")
+    else:
+        run = f"Run: {meta['wall_seconds']:.0f} s {where}."
+    lines += ["", run, ""]
     return "\n".join(lines)
 
 
@@ -271,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=lambda t: tuple(int(v) for v in t.split(",")), default=SEEDS)
     p.add_argument("--depths", type=lambda t: tuple(int(v) for v in t.split(",")), default=DEPTHS)
     p.add_argument("--scales", type=lambda t: tuple(float(v) for v in t.split(",")), default=SCALES)
-    p.add_argument("--extra-scales", type=lambda t: tuple(float(v) for v in t.split(",") if v), default=(4.0, 8.0),
+    p.add_argument("--reuse-main", type=Path, help="take the main grid from this earlier JSON (same settings)")
+    p.add_argument("--extra-scales", type=lambda t: tuple(float(v) for v in t.split(",") if v),
+                   default=(2.0, 4.0, 8.0),
                    help="scales of the trained-at-that-scale runs at the largest depth ('' to skip)")
     p.add_argument("--configs", type=lambda t: tuple(t.split(",")), default=CONFIGS)
     p.add_argument("--shots", type=int, default=SHOTS)
@@ -285,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fast:
         args.depths, args.seeds, args.epochs, args.scales, args.shots = (2,), (0,), 1, (1.0, 8.0), 256
         args.extra_scales = (8.0,)
+        args.reuse_main = None
     if args.fast:
         args.extra_epochs = 1
     torch.set_num_threads(args.threads)
@@ -307,29 +355,38 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict] = []
     extra: list[dict] = []
     layouts: dict[int, dict] = {}
+    reused = _reused(args) if args.reuse_main else None
     for depth in args.depths:
         pc, layout = tq.transpile(classifier_circuit(depth), backend, optimization_level=1, seed=0)
         layouts[depth] = {"ops": len(pc.ops), "cx": pc.gate_counts.get("CX", 0), "depth": pc.depth,
                           "final": list(layout.final)}
-        for seed in args.seeds:
-            for k, name in enumerate(args.configs):
-                r = run_model(pc, layout, PRESETS[name], nm, data, seed, args.epochs, args.scales, args.shots,
-                              aer_seed=100_000 * seed + 1000 * depth + 10 * k)
-                runs.append({"depth": depth, "config": name, "seed": seed, **r})
-                _log(f"[{time.perf_counter() - start:6.0f}s] L={depth} seed={seed} {name:24s} "
-                     f"train {r['train_seconds']:5.1f}s noiseless {r['noiseless']:.3f} aer "
-                     + " ".join(f"{v:.3f}" for v in r["aer"].values()))
+        if reused is not None:
+            runs += [r for r in reused["runs"] if r["depth"] == depth]
+        else:
+            for seed in args.seeds:
+                for k, name in enumerate(args.configs):
+                    r = run_model(pc, layout, PRESETS[name], nm, data, seed, args.epochs, args.scales, args.shots,
+                                  aer_seed=100_000 * seed + 1000 * depth + 10 * k)
+                    runs.append({"depth": depth, "config": name, "seed": seed, **r})
+                    _log(f"[{time.perf_counter() - start:6.0f}s] L={depth} seed={seed} {name:24s} "
+                         f"train {r['train_seconds']:5.1f}s noiseless {r['noiseless']:.3f} aer "
+                         + " ".join(f"{v:.3f}" for v in r["aer"].values()))
         if depth == max(args.depths) and args.extra_scales:
             for seed in args.seeds:
-                for k, name in enumerate(EXTRA_CONFIGS):
-                    for s in args.extra_scales:
-                        r = run_model(pc, layout, extra_config(name, s), nm, data, seed, args.extra_epochs,
-                                      args.scales, args.shots, aer_seed=100_000 * seed + 1000 * depth + 500 + 10 * k)
+                for k, (name, method, with_shots) in enumerate(EXTRA_CONFIGS):
+                    trained = list(args.extra_scales) if method else [None]
+                    for s in trained:
+                        cfg = extra_config(method, with_shots, s or 1.0, args.shots)
+                        evals = [s] if s is not None else list(args.extra_scales)
+                        r = run_model(pc, layout, cfg, nm, data, seed, args.extra_epochs, evals, args.shots,
+                                      aer_seed=100_000 * seed + 1000 * depth + 500 + 10 * k)
                         extra.append({"depth": depth, "config": name, "seed": seed, "trained_scale": s, **r})
-                        _log(f"[{time.perf_counter() - start:6.0f}s] L={depth} seed={seed} {name}@{s:g}x "
-                             f"train {r['train_seconds']:5.1f}s aer "
+                        _log(f"[{time.perf_counter() - start:6.0f}s] L={depth} seed={seed} {name}"
+                             f"{'' if s is None else f'@{s:g}x'} train {r['train_seconds']:5.1f}s aer "
                              + " ".join(f"{v:.3f}" for v in r["aer"].values()))
     meta = meta_info(args, time.perf_counter() - start)
+    if reused is not None:
+        meta["main_wall_seconds"] = reused["meta"].get("main_wall_seconds") or reused["meta"]["wall_seconds"]
     report = render(runs, extra, layouts, args, meta)
     print(report)
     stem = "quantumnat_fast" if args.fast else "quantumnat"

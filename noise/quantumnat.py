@@ -99,6 +99,9 @@ class QuantumNATConfig:
             :class:`NoiseInjection`) or ``"exact"`` (train on the density-matrix
             expectation under the full calibrated model, :class:`DensityMatrixNoise`;
             feasible for the few qubits a density matrix holds).
+        shots: add, in training, the shot noise of a ``shots``-shot ``<Z>`` estimate to
+            every output (Gaussian with variance ``(1 - <Z>**2) / shots``, drawn from the
+            model's generator; works with or without injection); ``None``: none.
         logit_scale: the logits are ``logit_scale`` times the (normalized, quantized) outputs.
         norm_eps: added to the batch standard deviation before dividing.
 
@@ -118,6 +121,7 @@ class QuantumNATConfig:
     injection_scale: float = 1.0
     inject_readout: bool = True
     injection_method: str = "sampled"
+    shots: int | None = None
     logit_scale: float = 5.0
     norm_eps: float = 1e-5
 
@@ -133,6 +137,9 @@ class QuantumNATConfig:
                 raise QuantumNATError(f"QuantumNATConfig.{name} must be a finite number >= 0, got {v!r}")
         if self.logit_scale == 0:
             raise QuantumNATError("QuantumNATConfig.logit_scale must be > 0")
+        if self.shots is not None and (not isinstance(self.shots, int) or isinstance(self.shots, bool)
+                                       or self.shots < 1):
+            raise QuantumNATError(f"QuantumNATConfig.shots must be a positive integer or None, got {self.shots!r}")
         if self.injection_method not in INJECTION_METHODS:
             raise QuantumNATError(f"injection_method must be one of {', '.join(INJECTION_METHODS)}, "
                                   f"got {self.injection_method!r}")
@@ -140,10 +147,12 @@ class QuantumNATConfig:
     @property
     def label(self) -> str:
         """``"plain"`` or the switched-on techniques joined by ``+`` (exact injection is
-        ``"exact-noise"``)."""
+        ``"exact-noise"``, training shot noise ``"shots"``)."""
         on = [n for n in ("injection", "normalization", "quantization") if getattr(self, n)]
         if self.injection and self.injection_method == "exact":
             on[0] = "exact-noise"
+        if self.shots is not None:
+            on.append("shots")
         return "+".join(on) or "plain"
 
     @property
@@ -513,8 +522,9 @@ class QuantumNATClassifier(nn.Module):
         wires: measured wires, one class each.
         config: the switches (:data:`PRESETS` has the five standard ones).
         noise_model: the calibrated model injection samples from.
-        seed: seed of the initial weights (uniform in ``[0, 2π)``) and of the injection draws.
-        generator: draws of the injection (default: a generator seeded with ``seed``).
+        seed: seed of the initial weights (uniform in ``[0, 2π)``) and of the training noise.
+        generator: draws of the injected noise and training shot noise (default: a
+            generator seeded with ``seed``).
 
     >>> import torch, tinyqml.qml as tq
     >>> c = tq.CircuitBuilder(2).ry(0, tq.feature(0)).cx(0, 1).ry(1, tq.weight(0)).build()
@@ -535,6 +545,7 @@ class QuantumNATClassifier(nn.Module):
         self.wires = _check_wires(circuit, wires)
         self.config = config
         self.quantum = QuantumLayer(circuit, [QM.Z(w) for w in self.wires], diff_method=diff_method, seed=seed)
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
         self.injection: NoiseInjection | DensityMatrixNoise | None = None
         if config.injection:
             if noise_model is None:
@@ -544,7 +555,7 @@ class QuantumNATClassifier(nn.Module):
                                                     config.inject_readout)
             else:
                 self.injection = NoiseInjection(circuit, self.wires, noise_model, config.injection_scale,
-                                                config.inject_readout, generator, seed)
+                                                config.inject_readout, self.generator)
         self.norm = PostMeasurementNorm(config.norm_eps) if config.normalization else None
         low, high = config.grid
         self.quant = PostMeasurementQuant(config.quant_levels, low, high) if config.quantization else None
@@ -558,12 +569,18 @@ class QuantumNATClassifier(nn.Module):
         return self.quantum.weights
 
     def expectations(self, x: Tensor | None) -> Tensor:
-        """``<Z_w>`` ``[B, k]``: injected noise in training mode (when on), else noiseless."""
-        if self.training and self.injection is not None:
-            if x is not None:
-                x = x.to(self.weights.dtype)
-            return self.injection(self.weights, x)
-        return self.quantum(x)
+        """``<Z_w>`` ``[B, k]``: in training mode with injected noise and shot noise (when
+        switched on), else noiseless."""
+        if not self.training:
+            return self.quantum(x)
+        if self.injection is not None:
+            z = self.injection(self.weights, None if x is None else x.to(self.weights.dtype))
+        else:
+            z = self.quantum(x)
+        if self.config.shots is not None:
+            std = ((1 - z.detach() ** 2).clamp_min(0) / self.config.shots).sqrt()
+            z = z + std * torch.randn(z.shape, generator=self.generator, dtype=z.dtype).to(z.device)
+        return z
 
     def head(self, z: Tensor) -> Tensor:
         """Logits from measured expectations ``z [B, k]``: normalize, quantize, scale."""

@@ -365,3 +365,22 @@ def test_exact_injection_trains_on_the_density_matrix_expectation():
     assert torch.allclose(m2.injection(W, X), plain_dm, atol=1e-12)
     with pytest.raises(QuantumNATError):
         QuantumNATConfig(injection_method="magic")
+
+
+def test_training_shot_noise_has_the_binomial_variance():
+    cfg = QuantumNATConfig(shots=100)
+    assert cfg.label == "shots"
+    model = QuantumNATClassifier(CIRCUIT, WIRES, cfg, seed=0)
+    x = X[:1].expand(4000, -1)
+    z = model.expectations(x).detach()
+    exact = tq.expval(CIRCUIT, _zs(), model.weights.detach(), X[:1])
+    sd = ((1 - exact ** 2) / 100).sqrt()
+    assert bool(((z.mean(0) - exact[0]).abs() <= 4 * sd[0] / 4000 ** 0.5).all())
+    assert torch.allclose(z.std(0), sd[0], rtol=0.1)
+    model.eval()
+    assert torch.allclose(model.expectations(X), tq.expval(CIRCUIT, _zs(), model.weights.detach(), X), atol=1e-12)
+    both = QuantumNATClassifier(CIRCUIT, WIRES, dataclasses.replace(PRESETS["injection"], shots=64), MODEL, seed=0)
+    assert both.config.label == "injection+shots" and both(X).shape == (2, 3)
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(QuantumNATError):
+            QuantumNATConfig(shots=bad)
