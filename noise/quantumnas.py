@@ -26,8 +26,9 @@ noisy device in four steps, all on the shared search engine :mod:`tinyqml.search
 4. **Iterative gate pruning** (:func:`prune_gates`): one group per gate
    (:func:`~tinyqml.qml.prune.gate_target`) on the shared :class:`~tinyqml.search.Pruner`,
    an AGP or iterative schedule, identity-distance or magnitude importance, fine-tuning
-   between steps, then :func:`~tinyqml.qml.prune.squash_circuit` compiles the pruned gates
-   away.
+   between steps; optionally the sparsest state within a tolerance of the unpruned
+   validation score (:func:`noisy_validator`: squashed, mapped, under the noise model) is
+   kept; then :func:`~tinyqml.qml.prune.squash_circuit` compiles the pruned gates away.
 
 Every random draw comes from an explicit seed (``torch.Generator`` for initial weights
 and batch orders, ``random.Random`` for sub-circuit sampling, the sampler's seed, the
@@ -39,8 +40,8 @@ transpiler's seed), so a configuration always gives the same result on one machi
 >>> space = co_search_space(sc, n_physical=3)
 >>> space.names
 ('blocks', 'u3[0]', 'cu3[0]', 'q[0]', 'q[1]')
->>> ok = distinct_mapping(sc)
->>> ok({"blocks": 1, "u3[0]": 2, "cu3[0]": 1, "q[0]": 2, "q[1]": 0}), ok({"blocks": 1, "u3[0]": 2, "cu3[0]": 1, "q[0]": 1, "q[1]": 1})
+>>> ok, cfg = distinct_mapping(sc), {"blocks": 1, "u3[0]": 2, "cu3[0]": 1}
+>>> ok({**cfg, "q[0]": 2, "q[1]": 0}), ok({**cfg, "q[0]": 1, "q[1]": 1})
 (True, False)
 """
 
@@ -94,10 +95,10 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "QuantumNASError", "TrainConfig", "SuperTrainConfig", "SearchSettings", "PruneConfig", "MAPPING_PREFIX",
-    "co_search_space", "mapping_of", "sub_config", "distinct_mapping", "MappedCircuit", "map_circuit",
-    "mapped_costs", "noisy_expectations", "noisy_accuracy", "aer_accuracy", "accuracy", "fit",
-    "clean_validator", "noisy_validator",
-    "train_supercircuit", "scratch_layer", "CoSearch", "best_trial", "phase_free", "CoSearchResult", "PruneResult", "prune_gates", "hea_with_budget",
+    "co_search_space", "mapping_of", "sub_config", "distinct_mapping", "phase_free", "MappedCircuit",
+    "map_circuit", "mapped_costs", "noisy_expectations", "noisy_accuracy", "aer_accuracy", "accuracy", "fit",
+    "train_supercircuit", "scratch_layer", "CoSearch", "CoSearchResult", "best_trial", "clean_validator",
+    "noisy_validator", "PruneResult", "prune_gates", "hea_with_budget",
 ]
 
 #: the mapping dimensions are named ``q[0]``, ``q[1]``, ... (physical qubit of logical qubit i)
@@ -356,7 +357,8 @@ def phase_free(circuit: Circuit) -> Circuit:
     * ``P(φ) ≅ RZ(φ)``.
 
     >>> import torch, tinyqml.qml as tq
-    >>> c = tq.CircuitBuilder(2).u(0, tq.weight(0), tq.weight(1), tq.weight(2)).cu(0, 1, *map(tq.weight, (3, 4, 5))).build()
+    >>> w3 = lambda k: (tq.weight(k), tq.weight(k + 1), tq.weight(k + 2))
+    >>> c = tq.CircuitBuilder(2).u(0, *w3(0)).cu(0, 1, *w3(3)).build()
     >>> w = torch.rand(6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     >>> a, b = tq.statevector(c, w), tq.statevector(phase_free(c), w)
     >>> bool(((a.conj() * b).sum().abs() - 1).abs() < 1e-12), phase_free(c).gate_counts

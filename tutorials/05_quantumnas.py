@@ -204,9 +204,9 @@ print("Pareto front:", [(round(t.values[0], 3), int(t.values[1])) for t in front
 # ## 3. Train the winner from scratch, and a baseline
 #
 # The winning sub-circuit gets fresh weights and is trained on the same images as
-# the SuperCircuit (the validation images stay held out for pruning). The baseline is a hardware-efficient ansatz (RY and RZ layers + a CX ring) with the
-# same number of parameters, trained the same way and placed by Qiskit's default
-# layout.
+# the SuperCircuit (the validation images stay held out for pruning). The baseline
+# is a hardware-efficient ansatz (RY and RZ layers + a CX ring) with the same number
+# of parameters, trained the same way and placed by Qiskit's default layout.
 
 # %%
 cfg = TrainConfig(epochs=EPOCHS, lr=0.05, seed=0)
