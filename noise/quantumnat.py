@@ -21,7 +21,8 @@ working on noisy hardware, with three independent techniques:
 Besides QuantumNAT's sampled injection, ``injection_method="exact"`` trains on the exact
 density-matrix expectation under the calibrated model (:class:`DensityMatrixNoise`), the
 value sampled injection averages to — affordable for the handful of qubits of a
-small device. Sampled injection draws all of a call's errors with one ``torch.rand``
+small device — and ``shots=`` adds the shot noise of a finite-shot ``<Z>`` estimate in
+training (with normalization, nothing else stops the raw outputs from shrinking below it). Sampled injection draws all of a call's errors with one ``torch.rand``
 and touches only the rows that drew a non-identity Pauli at a channel, so it costs
 about one noiseless run plus the errors drawn.
 
