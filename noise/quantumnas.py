@@ -69,7 +69,7 @@ from tinyqml.qml.errors import TinyQMLError
 from tinyqml.qml.layer import QuantumLayer
 from tinyqml.qml.prune import compact_weights, gate_target, identity_distance, squash_circuit
 from tinyqml.qml.supercircuit import SuperCircuit, SuperLayer
-from tinyqml.qml.transpiler import Layout, transpile
+from tinyqml.qml.transpiler import Layout, transpile, lower_for_transpile
 from tinyqml.search import (
     AGP,
     Choice,
@@ -334,57 +334,9 @@ def distinct_mapping(supercircuit: SuperCircuit) -> Callable[[Mapping[str, Any]]
 # --------------------------------------------------------------------------- mapping onto a backend
 
 
-def _scaled(p: Param, k: float) -> Param:
-    return replace(p, scale=k * p.scale, offset=k * p.offset)
-
-
-def phase_free(circuit: Circuit) -> Circuit:
-    """``circuit`` with ``U``, ``CU`` and ``P`` rewritten into ``RZ``/``RY``/``CX`` of one
-    reference each (exact up to a global phase), ready for :func:`~tinyqml.qml.transpile`.
-
-    Two reasons. Qiskit's basis translation tracks the global phase as a symbolic
-    expression; the phases of ``u`` and ``p`` gates make it grow with every gate, and
-    transpiling a 4-block ``U3 + CU3`` circuit takes minutes (well under a second
-    without them). And a ``CU`` becomes Qiskit's own two-CX decomposition with every
-    sum of angles split into rotations of one reference, where
-    :func:`~tinyqml.qml.transpiler.lower_for_transpile` spends three controlled
-    rotations (six CX):
-
-    * ``U(θ, φ, λ) ≅ RZ(λ) RY(θ) RZ(φ)`` (circuit order);
-    * ``CU(θ, φ, λ) ≅`` ``RZ(λ/2) RZ(φ/2)`` on the control, ``RZ(λ/2) RZ(-φ/2)`` on the
-      target, ``CX``, ``RZ(-φ/2) RZ(-λ/2) RY(-θ/2)`` on the target, ``CX``,
-      ``RY(θ/2) RZ(φ)`` on the target;
-    * ``P(φ) ≅ RZ(φ)``.
-
-    >>> import torch, tinyqml.qml as tq
-    >>> w3 = lambda k: (tq.weight(k), tq.weight(k + 1), tq.weight(k + 2))
-    >>> c = tq.CircuitBuilder(2).u(0, *w3(0)).cu(0, 1, *w3(3)).build()
-    >>> w = torch.rand(6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    >>> a, b = tq.statevector(c, w), tq.statevector(phase_free(c), w)
-    >>> bool(((a.conj() * b).sum().abs() - 1).abs() < 1e-12), phase_free(c).gate_counts
-    (True, {'RZ': 9, 'RY': 3, 'CX': 2})
-    """
-    ops: list[Op] = []
-    for op in circuit.ops:
-        if op.gate is G.U:
-            theta, phi, lam = op.params
-            ops += [Op(G.RZ, op.wires, (lam,)), Op(G.RY, op.wires, (theta,)), Op(G.RZ, op.wires, (phi,))]
-        elif op.gate is G.CU:
-            theta, phi, lam = op.params
-            c, t = op.wires
-            half = 0.5
-            ops += [Op(G.RZ, (c,), (_scaled(lam, half),)), Op(G.RZ, (c,), (_scaled(phi, half),)),
-                    Op(G.RZ, (t,), (_scaled(lam, half),)), Op(G.RZ, (t,), (_scaled(phi, -half),)),
-                    Op(G.CX, (c, t), ()),
-                    Op(G.RZ, (t,), (_scaled(phi, -half),)), Op(G.RZ, (t,), (_scaled(lam, -half),)),
-                    Op(G.RY, (t,), (_scaled(theta, -half),)),
-                    Op(G.CX, (c, t), ()),
-                    Op(G.RY, (t,), (_scaled(theta, half),)), Op(G.RZ, (t,), (phi,))]
-        elif op.gate is G.P:
-            ops.append(Op(G.RZ, op.wires, op.params))
-        else:
-            ops.append(op)
-    return circuit.with_ops(ops)
+#: ``U``, ``CU`` and ``P`` as ``RZ``/``RY``/``CX`` of one reference each (two CX per ``CU``),
+#: what :func:`tinyqml.qml.transpile` does to every circuit before Qiskit sees it
+phase_free = lower_for_transpile
 
 
 @dataclass(frozen=True, eq=False)
