@@ -25,12 +25,12 @@ def _circuit(c: object) -> Circuit:
 
 
 def circuit_costs() -> CostModel:
-    """Gate count, depth, two-qubit gate count and number of trainable weights."""
+    """Gate count, depth, two-qubit gate count and number of distinct trainable weights read."""
     return CostModel({
         "gates": lambda c: len(_circuit(c).ops),
         "depth": lambda c: _circuit(c).depth,
         "two_qubit": lambda c: _circuit(c).two_qubit_count,
-        "params": lambda c: _circuit(c).n_weights,
+        "params": lambda c: len({p.index[0] for op in _circuit(c).ops for p in op.params if p.kind == "weight"}),
     })
 
 

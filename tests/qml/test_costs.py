@@ -17,6 +17,11 @@ def test_costs_of_a_circuit():
     assert CIRCUIT_COSTS.feasible(c, [Constraint("gates", max=12), Constraint("two_qubit", min=6)])
 
 
+def test_params_counts_distinct_weights_even_when_sparse():
+    c = tq.CircuitBuilder(1).rx(0, tq.weight(7)).ry(0, tq.weight(7)).rz(0, tq.weight(2)).build()
+    assert CIRCUIT_COSTS.cost("params", c) == 2
+
+
 def test_unknown_cost_and_wrong_candidate():
     with pytest.raises(UnknownConstraintError, match="did you mean 'depth'"):
         CIRCUIT_COSTS.check([Constraint("dept", max=3)])
