@@ -70,8 +70,6 @@ from pennylane.measurements import (
     ExpectationMP,
     MeasurementProcess,
     ProbabilityMP,
-    SampleMeasurement,
-    StateMeasurement,
     StateMP,
     VarianceMP,
 )
@@ -92,7 +90,13 @@ from tinyqml.qml import pennylane_derivatives as PD
 from tinyqml.qml import pennylane_measure as PM
 from tinyqml.qml import pennylane_ops as PO
 from tinyqml.qml.errors import WireError
-from tinyqml.qml.pennylane_device import backprop_ok
+from tinyqml.qml.pennylane_device import (
+    _analytic_measurement,
+    _obs_analytic,
+    _obs_sampled,
+    _sample_measurement,
+    backprop_ok,
+)
 from tinyqml.qml.pennylane_ops import TinyQMLDeviceError, as_real_tensor
 
 __all__ = ["TinyQMLMixed", "DeviceWireError", "translate", "analytic", "sampled", "channel_of"]
@@ -141,26 +145,6 @@ def becomes_channel(op: qml.operation.Operator) -> bool:
 def is_supported(op: qml.operation.Operator) -> bool:
     """Whether the device runs ``op`` itself (otherwise PennyLane decomposes it)."""
     return isinstance(op, (qml.operation.Channel, qml.QubitDensityMatrix)) or PO.is_supported(op)
-
-
-def _obs_analytic(obs: qml.operation.Operator) -> bool:
-    return obs.pauli_rep is not None or obs.has_matrix or obs.has_sparse_matrix
-
-
-def _obs_sampled(obs: qml.operation.Operator) -> bool:
-    if obs.pauli_rep is not None:
-        return True
-    if isinstance(obs, qml.ops.Sum):
-        return all(_obs_sampled(t) for t in obs.terms()[1])
-    return obs.has_diagonalizing_gates
-
-
-def _analytic_measurement(mp: MeasurementProcess) -> bool:
-    return isinstance(mp, StateMeasurement)
-
-
-def _sample_measurement(mp: MeasurementProcess) -> bool:
-    return isinstance(mp, SampleMeasurement)
 
 
 @transform
