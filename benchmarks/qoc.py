@@ -40,13 +40,13 @@ import datetime as _dt
 import importlib.metadata
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from machine import cpu_model
 
 import tinyqml.qml as tq
 from tinyqml.demo import encoder_4x4_ryzxy
@@ -164,16 +164,6 @@ def tables(runs: list[dict], shots: int) -> list[str]:
         lines.append(f"| {r['variant']} | {r['seed']} | {r['test_accuracy']:.3f} | {r['test_accuracy_shots']:.3f} | "
                      f"{r['final_loss']:.3f} | {_int(r['executions']['training'])} | {r['seconds']:.1f} |")
     return lines
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str]) -> int:

@@ -57,7 +57,6 @@ import copy
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -65,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from machine import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -291,14 +291,7 @@ def meta_info(args, elapsed: float) -> dict[str, Any]:
     import qiskit
     import qiskit_aer
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "qiskit": qiskit.__version__,
         "qiskit_aer": qiskit_aer.__version__, "threads": torch.get_num_threads(), "backend": BACKEND,

@@ -42,7 +42,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from machine import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -240,14 +240,7 @@ def meta_info(args, elapsed: float) -> dict[str, Any]:
     import qiskit
     import qiskit_aer
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "qiskit": qiskit.__version__,
         "qiskit_aer": qiskit_aer.__version__, "threads": torch.get_num_threads(), "epochs": args.epochs,
