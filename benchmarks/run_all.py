@@ -1,8 +1,8 @@
 """Run every tinyqml benchmark script in turn (what ``make bench`` does).
 
 Each script measures tinyqml and its anchors (PennyLane, lightning, Qiskit Aer,
-qulacs, ...) in the same run, prints its table and writes it under
-``benchmarks/results/``. Extra arguments (for example ``--quick``) are passed on.
+qulacs; Aer and default.mixed for noisy density matrices) in the same run, prints its
+table and writes it under ``benchmarks/results/``. Extra arguments (for example ``--quick``) are passed on.
 
     .venv/bin/python benchmarks/run_all.py [--quick]
 """
