@@ -172,9 +172,10 @@ def _embed_apply(acc: Tensor, s: Tensor, pos: Sequence[int], m: int) -> Tensor:
     """``S_embedded @ acc`` for a block superoperator ``acc [Ba, 4**m, 4**m]``."""
     ba, bs = acc.shape[0], s.shape[0]
     b, d = max(ba, bs), 4 ** m
-    cols = acc.expand(b, d, d).transpose(1, 2).reshape(b * d, d)  # each row: one column of acc
-    se = s if bs == 1 else s.repeat_interleave(d, dim=0)
-    out = K.apply_superop(cols, se, pos, m)
+    # acc^T as one state per batch row on 2m ququarts (input index first, output index last):
+    # s acts on the output ququarts, row by row, with no copy of s per column
+    cols = acc.expand(b, d, d).transpose(1, 2).reshape(b, d * d)
+    out = K.apply_superop(cols, s, [m + p for p in pos], 2 * m)
     return out.reshape(b, d, d).transpose(1, 2)
 
 

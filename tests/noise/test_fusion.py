@@ -520,7 +520,7 @@ def _run_wide_batched(batch: int) -> None:
     pytest.importorskip("resource")
     out = subprocess.run([sys.executable, "-c", _WIDE_BATCHED, str(batch)], capture_output=True, text=True,
                          timeout=300)
-    if out.returncode == 3:   # the failure this file documents (see the xfail below)
+    if out.returncode == 3:   # the memory blow-up this guards against
         raise AssertionError(out.stdout)
     if out.returncode != 0 or "ok" not in out.stdout:
         raise RuntimeError(f"the subprocess failed otherwise (rc={out.returncode}):\n{out.stderr[-3000:]}")
@@ -533,9 +533,5 @@ def test_wide_block_unbatched_fits_in_memory():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "noise/fusion.py _embed_apply (used by _block_dense): a batched item superoperator s [B, 4**k, 4**k] "
-    "is expanded with s.repeat_interleave(4**m), one copy per column of the m-wire block, O(B * 4**(m + 2k)) "
-    "memory; a batched MultiRZ over a 5-wire block in permuted wire order asks for 32 GiB at batch 2"))
 def test_wide_block_batched_fits_in_memory():
     _run_wide_batched(2)
