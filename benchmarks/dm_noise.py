@@ -472,7 +472,8 @@ def measure_all(names: list[str], sizes: list[int], args) -> list[ResultRow]:
     cells = [(n, name) for n in sizes for name in names]
     for idx, (n, name) in enumerate(cells, 1):
         if name in stop:
-            rows.append(ResultRow(name, n, "time", *stop[name]))
+            status, detail = stop[name]
+            rows.append(ResultRow(name, n, "time", status, detail=detail))
             continue
         row = ResultRow(**run_worker(name, n, "time", args)["row"])
         rows.append(row)
