@@ -255,13 +255,22 @@ def _function(b: _Builder, node: torch.fx.Node) -> None:
         b.flatten(node)
     elif t is F.adaptive_avg_pool2d and node.args[1] in (1, (1, 1)):
         b.global_pool(node, keepdim=True)
-    elif t in (F.max_pool2d, F.avg_pool2d) and len(node.args) <= 3 and not node.kwargs:
-        b.pool(node, MaxPool2D if t is F.max_pool2d else AvgPool2D, node.args[1],
-               node.args[2] if len(node.args) > 2 else None)
+    elif t in (F.max_pool2d, F.avg_pool2d):
+        _function_pool(b, node, MaxPool2D if t is F.max_pool2d else AvgPool2D)
     elif t is F.dropout:
         b.alias_to(node, b.src(node.args[0], node))
     else:
         raise UnsupportedLayerError(f"function {getattr(t, '__name__', t)!r} at {node.name!r} is not supported")
+
+
+def _function_pool(b: _Builder, node: torch.fx.Node, kind: type) -> None:
+    names = ("input", "kernel_size", "stride", "padding")
+    args = {**dict(zip(names, node.args)), **node.kwargs}
+    plain = {"padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False, "count_include_pad": True,
+             "divisor_override": None}
+    if len(node.args) > 4 or any(args.get(k, v) not in (v, (v, v)) for k, v in plain.items()):
+        raise UnsupportedLayerError(f"{node.name!r}: only pooling without padding, dilation or ceil_mode is supported")
+    b.pool(node, kind, args["kernel_size"], args.get("stride"))
 
 
 def _method(b: _Builder, node: torch.fx.Node) -> None:
