@@ -24,6 +24,7 @@ from tinyqml.search.gradient_pruning import GradientPruner, GradientPruningConfi
 from tinyqml.search.granularity import Block, Channel, Element, Granularity, Groups
 from tinyqml.search.importance import FunctionImportance, Importance, Magnitude, Taylor
 from tinyqml.search.masks import Mask, attach_mask, get_mask, has_mask, squash
+from tinyqml.search.nm import NMPattern, NMPruner, nm_mask, satisfies_nm
 from tinyqml.search.plots import plot_pareto
 from tinyqml.search.pruner import Pruner, Target, sensitivity_scan
 from tinyqml.search.schedules import AGP, Iterative, OneShot, Schedule
@@ -38,4 +39,5 @@ __all__ = [
     "attach_mask", "get_mask", "has_mask", "squash", "plot_pareto", "Pruner", "Target", "sensitivity_scan",
     "AGP", "Iterative", "OneShot", "Schedule", "Choice", "IntRange", "SearchSpace", "per_block",
     "SearchConfig", "run_search", "GradientPruner", "GradientPruningConfig", "Strategy", "Evolution", "RandomSearch", "TPE", "NSGAII",
+    "NMPattern", "NMPruner", "nm_mask", "satisfies_nm",
 ]
