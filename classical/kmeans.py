@@ -221,6 +221,16 @@ def kmeans_quantize(model: nn.Module, config: KMeansConfig = KMeansConfig(),
     return {name: _quantize_layer(module, config, generator) for name, module in chosen.items()}
 
 
+def _remove_parametrization(module: nn.Module, name: str, leave_parametrized: bool) -> None:
+    """``parametrize.remove_parametrizations`` on a module whose parametrized class may be shared:
+    ``copy.deepcopy`` of a parametrized module keeps its class, and removing deletes the
+    property from the class, which would break the other copies; the module gets its own class first."""
+    cls = type(module)
+    body = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, body)
+    parametrize.remove_parametrizations(module, name, leave_parametrized=leave_parametrized)
+
+
 def kmeans_squash(model: nn.Module) -> nn.Module:
     """Bake every codebook of ``model`` into a plain Parameter (``codebook[labels]``, trainable
     again if the original was) and drop the k-means parametrizations; returns ``model``."""
@@ -230,7 +240,7 @@ def kmeans_squash(model: nn.Module) -> nn.Module:
         for name in list(sub.parametrizations.keys()):
             if has_codebook(sub, name):
                 trainable = codebook_of(sub, name).original_requires_grad
-                parametrize.remove_parametrizations(sub, name, leave_parametrized=True)
+                _remove_parametrization(sub, name, leave_parametrized=True)
                 getattr(sub, name).requires_grad_(trainable)
     return model
 

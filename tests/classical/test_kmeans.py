@@ -174,6 +174,8 @@ def test_deepcopy_and_state_dict_roundtrip():
     kmeans_quantize(other, KMeansConfig(bits=3))
     other.load_state_dict(net.state_dict())
     assert torch.equal(other.eval()(x), net(x))
+    kmeans_squash(twin)  # a deepcopy shares the parametrized class: squashing it must leave the original whole
+    assert has_codebook(net[0]) and torch.equal(net(x), twin(x))
 
 
 def test_storage_report_by_hand():
@@ -189,6 +191,21 @@ def test_storage_report_by_hand():
     assert report.other_bits == other
     assert report.model_compression_ratio == pytest.approx((2596 * 32 + other) / (2596 * 4 + 32 * 32 + other))
     assert kmeans_storage(_net()).layers == ()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_agrees_with_cpu():
+    cpu, gpu = _net(), _net().cuda()
+    books = kmeans_quantize(cpu, KMeansConfig(bits=3))
+    gpu_books = kmeans_quantize(gpu, KMeansConfig(bits=3))
+    for name, book in books.items():
+        other = gpu_books[name]
+        assert other.codebook.is_cuda and other.labels.is_cuda
+        assert torch.allclose(other.codebook.detach().cpu(), book.codebook.detach(), atol=1e-6)
+        assert (other.labels.cpu() == book.labels).float().mean() > 0.99
+    F.cross_entropy(gpu(torch.rand(4, 1, 8, 8, device="cuda")), torch.arange(4, device="cuda")).backward()
+    assert gpu_books["0"].codebook.grad.is_cuda
 
 
 # -- accuracy on the digits: 4-bit k-means + a short codebook fine-tune ------------------------------------
