@@ -19,14 +19,12 @@ True
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.fx
 from torch import nn
 
 from tinyqml.classical.errors import CompressionError, UnsupportedLayerError
-from tinyqml.search import squash as squash_masks
+from tinyqml.classical.pruning import baked_copy
 
 __all__ = ["fold_batchnorm", "foldable_pairs", "fold_conv_bn"]
 
@@ -49,7 +47,7 @@ def fold_conv_bn(conv: nn.Module, bn: nn.Module) -> nn.Module:
         scale = scale * bn.weight.detach()
     shift = bn.bias.detach() if bn.affine else torch.zeros_like(scale)
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(scale)
-    new = squash_masks(copy.deepcopy(conv))
+    new = baked_copy(conv)
     if new.bias is None:
         new.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=w.dtype, device=w.device))
     with torch.no_grad():
@@ -84,7 +82,9 @@ def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (masks baked in) with every foldable BatchNorm merged into its conv, in eval mode."""
-    new = squash_masks(copy.deepcopy(model)).eval()
+    if not isinstance(model, nn.Module):
+        raise CompressionError(f"fold_batchnorm needs an nn.Module, got {type(model).__name__}")
+    new = baked_copy(model).eval()
     for conv_name, bn_name in foldable_pairs(new):
         _set(new, conv_name, fold_conv_bn(new.get_submodule(conv_name), new.get_submodule(bn_name)))
         _set(new, bn_name, nn.Identity())

@@ -55,8 +55,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from tinyqml.classical.costs import NetProfile, profile_net
 from tinyqml.classical.errors import CompressionError, LayerNotFoundError, UnsupportedLayerError
+from tinyqml.classical.pruning import baked_copy
 from tinyqml.search import Channel, FunctionImportance, Pruner, PruningError, Target
-from tinyqml.search import squash as squash_masks
 from tinyqml.search.schedules import check_sparsity
 
 __all__ = ["Role", "Slice", "ChannelGroup", "channel_groups", "ChannelPruneConfig", "ChannelPlan",
@@ -295,7 +295,7 @@ def _trace(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
         raise CompressionError(f"channel pruning needs an nn.Module, got {type(model).__name__}")
     if not isinstance(example, torch.Tensor) or example.dim() < 2:
         raise CompressionError("channel pruning needs an example input batch tensor [N, C, ...]")
-    scratch = squash_masks(copy.deepcopy(model)).eval()
+    scratch = baked_copy(model).eval()
     try:
         gm = torch.fx.symbolic_trace(scratch)
     except Exception as exc:  # fx raises TraceError, TypeError, ... for untraceable forwards
@@ -454,15 +454,11 @@ def plan_channels(model: nn.Module, example: torch.Tensor, config: ChannelPruneC
         raise PruningError(f"config must be a ChannelPruneConfig, got {type(config).__name__}")
     groups = channel_groups(model, example) if groups is None else groups
     ratios = _ratios(groups, config)
-    scratch = squash_masks(copy.deepcopy(model))  # the engine's masks go on a copy
+    scratch = baked_copy(model)  # the engine's masks go on a copy
     modules = dict(scratch.named_modules())
-    keep: dict[str, tuple[int, ...]] = {}
-    for g in groups:
-        if g.name not in ratios:
-            continue
-        n_remove = g.channels - _n_keep(g.channels, ratios[g.name], config)
-        if n_remove:
-            keep[g.name] = _rank(modules[g.name], _joint_scores(modules, g, config.norm), n_remove)
+    todo = {g.name: g.channels - _n_keep(g.channels, ratios[g.name], config) for g in groups if g.name in ratios}
+    scores = {g.name: _joint_scores(modules, g, config.norm) for g in groups if todo.get(g.name)}  # before masking
+    keep = {name: _rank(modules[name], s, todo[name]) for name, s in scores.items()}
     return ChannelPlan(groups, keep)
 
 
@@ -547,7 +543,7 @@ def apply_plan(model: nn.Module, plan: ChannelPlan) -> nn.Module:
     """A copy of ``model`` with the plan's channels physically removed (masks baked in first)."""
     if not isinstance(plan, ChannelPlan):
         raise CompressionError(f"plan must be a ChannelPlan, got {type(plan).__name__}")
-    new = squash_masks(copy.deepcopy(model))
+    new = baked_copy(model)
     for name, roles in _index(plan).items():
         if all(len(idx) == c for idx, _, c in roles.values()):
             continue
@@ -566,7 +562,7 @@ def apply_plan(model: nn.Module, plan: ChannelPlan) -> nn.Module:
 def mask_plan(model: nn.Module, plan: ChannelPlan) -> nn.Module:
     """A copy of ``model`` whose removed channels output exactly zero (producer rows, biases, norms
     and depthwise filters zeroed); equal to :func:`apply_plan` where activations keep 0 at 0."""
-    new = squash_masks(copy.deepcopy(model))
+    new = baked_copy(model)
     with torch.no_grad():
         for g in plan.groups:
             gone = torch.tensor(plan.removed(g), dtype=torch.int64)

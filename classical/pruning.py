@@ -26,12 +26,14 @@ is at ``schedule(t) / schedule's final value`` of its target. ``squash`` bakes t
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from tinyqml.classical.errors import LayerNotFoundError
 from tinyqml.search import Element, Importance, Pruner, PruningError, Schedule, Target, has_mask, sensitivity_scan
@@ -41,7 +43,7 @@ from tinyqml.search.schedules import check_sparsity
 
 __all__ = ["PRUNABLE", "prunable_layers", "weight_targets", "FineGrainedConfig", "FineGrainedPruner",
            "layer_sensitivity", "LayerSparsity", "SparsityReport", "sparsity_report", "plot_sensitivity",
-           "plot_sparsity", "NMPattern", "satisfies_nm"]
+           "plot_sparsity", "baked_copy", "NMPattern", "satisfies_nm"]
 
 #: the layer types whose ``weight`` fine-grained pruning masks
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -177,6 +179,21 @@ class FineGrainedPruner:
     def squash(self) -> nn.Module:
         """Bake the masks into the weights (plain parameters again, pruned entries exactly 0)."""
         return squash_masks(self.model)
+
+
+def baked_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with its masks baked in; ``model`` keeps its masks. (A deep copy of
+    a parametrized module shares torch's injected class with the original, so removing the copy's
+    parametrization would strip the original's property: each copy gets its own class first.)"""
+    if not isinstance(model, nn.Module):
+        raise PruningError(f"baked_copy needs an nn.Module, got {type(model).__name__}")
+    new = copy.deepcopy(model)
+    for sub in new.modules():
+        if parametrize.is_parametrized(sub):
+            cls = type(sub)
+            body = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+            sub.__class__ = type(cls.__name__, cls.__bases__, body)
+    return squash_masks(new)
 
 
 def layer_sensitivity(model: nn.Module, evaluate: Callable[[], float], sparsities: Sequence[float],
