@@ -53,7 +53,7 @@ from tinyqml.classical.graph import (
 from tinyqml.classical.quantize import QuantizedGraph, QuantizedNode, TensorQuant
 
 __all__ = ["TFLiteOptions", "to_tflite", "export_tflite", "as_qgraph", "operator_names", "tflite_padding",
-           "TFLMRunner", "run_tflm"]
+           "TFLMRunner", "run_tflm", "output_path", "write_file"]
 
 log = logging.getLogger(__name__)
 
@@ -380,12 +380,19 @@ def as_qgraph(model: Any, calibration_inputs: Any = None) -> QuantizedGraph:
                       f"QuantizedGraph")
 
 
-def _write(path: str | os.PathLike, blob: bytes) -> Path:
+def output_path(path: str | os.PathLike) -> Path:
+    """``path`` as a file path to write: :class:`ExportError` for a directory or a missing folder."""
     p = Path(path)
     if p.is_dir():
         raise ExportError(f"{str(p)!r} is a directory; give the path of the file to write")
     if not p.parent.is_dir():
         raise ExportError(f"the folder {str(p.parent)!r} of {str(p)!r} does not exist")
+    return p
+
+
+def write_file(path: str | os.PathLike, blob: bytes) -> Path:
+    """Write ``blob`` at ``path`` (checked by :func:`output_path`); OS errors become :class:`ExportError`."""
+    p = output_path(path)
     try:
         p.write_bytes(blob)
     except OSError as exc:
@@ -399,7 +406,7 @@ def export_tflite(model: Any, calibration_inputs: Any, path: str | os.PathLike,
     """Write ``model`` (a float ``nn.Module``, quantized here on ``calibration_inputs``; or an
     ``Int8Model`` / ``QuantizedGraph``, then ``calibration_inputs`` is unused) as an int8 ``.tflite``
     file at ``path``; returns the path."""
-    return _write(path, to_tflite(as_qgraph(model, calibration_inputs), options))
+    return write_file(path, to_tflite(as_qgraph(model, calibration_inputs), options))
 
 
 # -- TFLite Micro ------------------------------------------------------------------------------------------
