@@ -18,6 +18,7 @@ from typing import Iterable
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from tinyqml.classical.errors import AlreadyQuantizedError, CalibrationError, CompressionError
 from tinyqml.classical.int8 import run_int8
@@ -52,14 +53,21 @@ class Int8Model:
 
 
 def is_quantized(model: object) -> bool:
-    """True for an :class:`Int8Model`, a torch.ao quantized model, or a model with fake-quant modules."""
+    """True for an :class:`Int8Model`, a torch.ao quantized model, a QAT-prepared model (fake-quant
+    modules) or one with k-means codebooks (squash them first: ``kmeans_squash``)."""
     if isinstance(model, Int8Model):
         return True
     if not isinstance(model, nn.Module):
         return False
+    from tinyqml.classical.kmeans import has_codebook
+    from tinyqml.classical.qat import is_qat_prepared
+
+    if is_qat_prepared(model):
+        return True
     for m in model.modules():
-        if getattr(m, "is_quantizer", False) or type(m).__module__.startswith(("torch.ao.nn.quantized",
-                                                                                "torch.ao.nn.intrinsic.quantized")):
+        if type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")):
+            return True
+        if parametrize.is_parametrized(m) and any(has_codebook(m, name) for name in m.parametrizations):
             return True
     return False
 

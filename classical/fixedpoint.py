@@ -66,11 +66,12 @@ def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray | int) ->
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
     ab = a * b
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    total = ab + nudge
-    high = np.where(total >= 0, total >> 31, -((-total) >> 31))  # C division truncates toward zero
-    overflow = (a == INT32_MIN) & (b == INT32_MIN)
-    return np.where(overflow, INT32_MAX, high)
+    negative = ab >> 63  # -1 where ab < 0, else 0
+    total = ab + ((1 << 30) + negative * ((1 << 31) - 1))  # nudge: 2**30, or 1 - 2**30 when negative
+    high = (total + ((total >> 63) & ((1 << 31) - 1))) >> 31  # C division by 2**31 truncates toward zero
+    if np.any(b == INT32_MIN):
+        high = np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
+    return high
 
 
 def rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray | int) -> np.ndarray:

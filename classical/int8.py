@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import torch
 
 from tinyqml.classical.errors import CompressionError
 from tinyqml.classical.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, quantize_multipliers
@@ -69,7 +70,12 @@ def activation_range(act: Activation, out: TensorQuant) -> tuple[int, int]:
 def conv_multipliers(s_in: float, s_w: np.ndarray, s_out: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (mantissa, shift) of ``s_in * s_w[c] / s_out`` as TFLite computes it (in double
     from the float32 scales)."""
-    return quantize_multipliers(_f64(s_in) * _f64(s_w) / _f64(s_out))
+    return _conv_multipliers(float(s_in), np.asarray(s_w, dtype=np.float32).tobytes(), float(s_out))
+
+
+@functools.lru_cache(maxsize=4096)
+def _conv_multipliers(s_in: float, s_w: bytes, s_out: float) -> tuple[np.ndarray, np.ndarray]:
+    return quantize_multipliers(_f64(s_in) * _f64(np.frombuffer(s_w, dtype=np.float32)) / _f64(s_out))
 
 
 def fc_multiplier(s_in: float, s_w: float, s_out: float) -> tuple[int, int]:
@@ -101,6 +107,14 @@ def _windows(x: np.ndarray, node: Conv2D | DepthwiseConv2D | AvgPool2D | MaxPool
     return win[:, ::sh, ::sw].transpose(0, 1, 2, 4, 5, 3)
 
 
+def _int_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w.T`` of integer matrices, exactly: int8 x int8 sums stay far below 2**53, so a float64
+    GEMM (torch's, which honours ``torch.set_num_threads``) gives the integer result."""
+    out = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)) @ torch.from_numpy(
+        np.ascontiguousarray(w, dtype=np.float64)).T
+    return out.numpy().astype(np.int64)
+
+
 @functools.singledispatch
 def _kernel(node: object, qn: QuantizedNode, env: dict[str, np.ndarray],
             tensors: dict[str, TensorQuant]) -> np.ndarray:
@@ -114,9 +128,8 @@ def _(node: Conv2D, qn: QuantizedNode, env: dict[str, np.ndarray], tensors: dict
     x = env[node.input].astype(np.int64) - t_in.zero_point
     cols = _windows(x, node, kh, kw, 0)
     n, oh, ow = cols.shape[:3]
-    # int8 x int8 sums are exact in float64 (far below 2**53): BLAS speed, integer result
-    acc = cols.reshape(n * oh * ow, kh * kw * c).astype(np.float64) @ qn.weight_q.reshape(o, -1).T.astype(np.float64)
-    acc = acc.astype(np.int64).reshape(n, oh, ow, o) + qn.bias_q.astype(np.int64)
+    acc = _int_matmul(cols.reshape(n * oh * ow, kh * kw * c), qn.weight_q.reshape(o, -1)).reshape(n, oh, ow, o)
+    acc = acc + qn.bias_q.astype(np.int64)
     m, s = conv_multipliers(t_in.scale, qn.weight_scale, t_out.scale)
     return _requantize(acc, m, s, t_out, node.activation)
 
@@ -137,8 +150,8 @@ def _(node: DepthwiseConv2D, qn: QuantizedNode, env: dict[str, np.ndarray],
 def _(node: FullyConnected, qn: QuantizedNode, env: dict[str, np.ndarray],
       tensors: dict[str, TensorQuant]) -> np.ndarray:
     t_in, t_out = tensors[node.input], tensors[node.output]
-    x = env[node.input].astype(np.float64) - t_in.zero_point
-    acc = (x @ qn.weight_q.T.astype(np.float64)).astype(np.int64) + qn.bias_q.astype(np.int64)
+    x = env[node.input].astype(np.int64) - t_in.zero_point
+    acc = _int_matmul(x, qn.weight_q) + qn.bias_q.astype(np.int64)
     m, s = fc_multiplier(t_in.scale, float(qn.weight_scale[0]), t_out.scale)
     return _requantize(acc, m, s, t_out, node.activation)
 

@@ -56,3 +56,19 @@ def test_torch_ao_quantized_model_is_refused():
     dyn = quantize_dynamic(nn.Sequential(nn.Linear(4, 2)), {nn.Linear}, dtype=torch.qint8)
     with pytest.raises(AlreadyQuantizedError):
         quantize_model(dyn, torch.zeros(2, 4))
+
+
+def test_qat_and_kmeans_models_are_refused():
+    from tinyqml.classical.kmeans import KMeansConfig, kmeans_quantize, kmeans_squash
+    from tinyqml.classical.qat import prepare_qat, strip_qat
+
+    net = _net()
+    x = torch.rand(16, 1, 8, 8)
+    prepared = prepare_qat(net, x)
+    with pytest.raises(AlreadyQuantizedError):
+        quantize_model(prepared, x)
+    assert not is_quantized(strip_qat(prepared))
+    kmeans_quantize(net, KMeansConfig(bits=4))
+    with pytest.raises(AlreadyQuantizedError):
+        quantize_model(net, x)
+    assert isinstance(quantize_model(kmeans_squash(net), x), Int8Model)
