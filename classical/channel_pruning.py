@@ -300,8 +300,12 @@ def _trace(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
         gm = torch.fx.symbolic_trace(scratch)
     except Exception as exc:  # fx raises TraceError, TypeError, ... for untraceable forwards
         raise UnsupportedLayerError(f"{type(model).__name__} cannot be traced by torch.fx: {exc}") from exc
-    with torch.no_grad():
-        ShapeProp(gm).propagate(example)
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(example)
+    except RuntimeError as exc:  # a shape or dtype mismatch inside the forward
+        raise CompressionError(f"the example input {tuple(example.shape)} does not run through "
+                               f"{type(model).__name__}: {exc}") from exc
     return gm
 
 

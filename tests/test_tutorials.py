@@ -20,6 +20,7 @@ OUTPUTS = {
     "05_quantumnas.py": ("05_search_trials.png", "05_pareto.png", "05_pruning.png", "05_pruned_circuit.json"),
     "06_onchip_training.py": ("06_gradient_error.png", "06_pruning_masks.png", "06_accuracy_vs_circuits.png",
                               "06_qoc_runs.json"),
+    "07_pruning.py": ("07_sensitivity.png", "07_sparsity.png", "07_channel_pruning.png", "07_channel_pruned.pt"),
 }
 
 

@@ -297,6 +297,8 @@ def test_bad_input():
         channel_groups("net", X)
     with pytest.raises(CompressionError, match="example"):
         channel_groups(_cnn(), [1, 2])
+    with pytest.raises(CompressionError, match="does not run through"):
+        channel_groups(_cnn(), torch.rand(2, 3, 8, 8))
     with pytest.raises(PruningError, match="ChannelPruneConfig"):
         plan_channels(_cnn(), X, {"ratio": 0.5})
     for kwargs in ({"ratio": 1.0}, {"ratio": {"features.0": -1}}, {"round_to": 0}, {"min_channels": 1.5},
