@@ -1,1 +1,56 @@
-"""tinyqml.classical"""
+"""tinyqml.classical: compression of small nets for microcontrollers.
+
+Data and models (digits 8x8, ``SmallCNN``, ``TinyMobileNetV2``), training and distillation;
+pruning on the shared engine of :mod:`tinyqml.search` (fine-grained, N:M, channel pruning
+with physical removal); quantization (linear, k-means, calibration, QAT); integer-only int8
+inference that follows the TFLite int8 specification bit for bit; exports to TFLite (run in
+TFLite Micro) and ONNX (fp32 and QDQ int8).
+
+>>> import torch
+>>> from tinyqml.classical import quantize_model
+>>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+...                           torch.nn.Linear(4 * 6 * 6, 10))
+>>> quantize_model(net, torch.rand(8, 1, 8, 8)).int8(torch.rand(2, 1, 8, 8)).shape
+(2, 10)
+"""
+
+from tinyqml.classical.bn_fold import fold_batchnorm
+from tinyqml.classical.calibration import MSE, Calibrator, MinMax, Percentile
+from tinyqml.classical.channel_pruning import ChannelPruneConfig, channel_groups, prune_channels, ratio_for_macs
+from tinyqml.classical.convert import Int8Model, is_quantized, quantize_model
+from tinyqml.classical.costs import LatencyModel, net_costs, profile_net
+from tinyqml.classical.data import DigitsConfig, DigitsData, load_digits_data
+from tinyqml.classical.distill import KDConfig, KDLoss, kd_loss
+from tinyqml.classical.errors import (
+    AlreadyQuantizedError,
+    CalibrationError,
+    CompressionError,
+    ExportError,
+    LayerNotFoundError,
+    UnsupportedLayerError,
+)
+from tinyqml.classical.graph import Graph
+from tinyqml.classical.int8 import run_int8
+from tinyqml.classical.kmeans import KMeansConfig, kmeans_quantize, kmeans_squash, kmeans_storage
+from tinyqml.classical.linear_quant import INT8_ACTIVATION, INT8_WEIGHT, QuantSpec, fake_quantize
+from tinyqml.classical.models import MobileNetV2Config, SmallCNN, SmallCNNConfig, TinyMobileNetV2
+from tinyqml.classical.onnx_export import export_onnx, export_onnx_qdq
+from tinyqml.classical.pruning import FineGrainedConfig, FineGrainedPruner, layer_sensitivity, sparsity_report
+from tinyqml.classical.qat import QATConfig, prepare_qat, strip_qat
+from tinyqml.classical.quantize import QuantizeConfig, QuantizedGraph, quantize_graph
+from tinyqml.classical.tflite_export import TFLMRunner, export_tflite, run_tflm, to_tflite
+from tinyqml.classical.trace import trace
+from tinyqml.classical.train import TrainConfig, evaluate, load_checkpoint, save_checkpoint, train
+
+__all__ = [
+    "fold_batchnorm", "MSE", "Calibrator", "MinMax", "Percentile", "ChannelPruneConfig", "channel_groups",
+    "prune_channels", "ratio_for_macs", "Int8Model", "is_quantized", "quantize_model", "LatencyModel", "net_costs",
+    "profile_net", "DigitsConfig", "DigitsData", "load_digits_data", "KDConfig", "KDLoss", "kd_loss",
+    "AlreadyQuantizedError", "CalibrationError", "CompressionError", "ExportError", "LayerNotFoundError",
+    "UnsupportedLayerError", "Graph", "run_int8", "KMeansConfig", "kmeans_quantize", "kmeans_squash",
+    "kmeans_storage", "INT8_ACTIVATION", "INT8_WEIGHT", "QuantSpec", "fake_quantize", "MobileNetV2Config",
+    "SmallCNN", "SmallCNNConfig", "TinyMobileNetV2", "export_onnx", "export_onnx_qdq", "FineGrainedConfig",
+    "FineGrainedPruner", "layer_sensitivity", "sparsity_report", "QATConfig", "prepare_qat", "strip_qat",
+    "QuantizeConfig", "QuantizedGraph", "quantize_graph", "TFLMRunner", "export_tflite", "run_tflm", "to_tflite",
+    "trace", "TrainConfig", "evaluate", "load_checkpoint", "save_checkpoint", "train",
+]

@@ -21,6 +21,8 @@ OUTPUTS = {
     "06_onchip_training.py": ("06_gradient_error.png", "06_pruning_masks.png", "06_accuracy_vs_circuits.png",
                               "06_qoc_runs.json"),
     "07_pruning.py": ("07_sensitivity.png", "07_sparsity.png", "07_channel_pruning.png", "07_channel_pruned.pt"),
+    "08_quantization.py": ("08_weight_quant.png", "08_calibration.png", "08_accuracy.png", "08_model.tflite",
+                           "08_model_qdq.onnx"),
 }
 
 
