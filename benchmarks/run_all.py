@@ -16,7 +16,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 #: benchmark scripts in the order they run
-SCRIPTS = ("w1_simulator.py", "w1_pennylane.py", "qoc.py", "quantumnat.py", "quantumnas.py")
+SCRIPTS = ("w1_simulator.py", "w1_pennylane.py", "dm_noise.py", "qoc.py", "quantumnat.py", "quantumnas.py", "pruning.py",
+           "quantization.py")
 
 
 def main(argv: list[str]) -> int:
