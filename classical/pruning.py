@@ -43,7 +43,7 @@ from tinyqml.search.schedules import check_sparsity
 
 __all__ = ["PRUNABLE", "prunable_layers", "weight_targets", "FineGrainedConfig", "FineGrainedPruner",
            "layer_sensitivity", "LayerSparsity", "SparsityReport", "sparsity_report", "plot_sensitivity",
-           "plot_sparsity", "baked_copy", "NMPattern", "satisfies_nm"]
+           "plot_sparsity", "baked_copy", "safe_squash", "NMPattern", "satisfies_nm"]
 
 #: the layer types whose ``weight`` fine-grained pruning masks
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -178,22 +178,26 @@ class FineGrainedPruner:
 
     def squash(self) -> nn.Module:
         """Bake the masks into the weights (plain parameters again, pruned entries exactly 0)."""
-        return squash_masks(self.model)
+        return safe_squash(self.model)
 
 
 def baked_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with its masks baked in; ``model`` keeps its masks. (A deep copy of
-    a parametrized module shares torch's injected class with the original, so removing the copy's
-    parametrization would strip the original's property: each copy gets its own class first.)"""
+    """A deep copy of ``model`` with its masks baked in; ``model`` keeps its masks (see :func:`safe_squash`)."""
     if not isinstance(model, nn.Module):
         raise PruningError(f"baked_copy needs an nn.Module, got {type(model).__name__}")
-    new = copy.deepcopy(model)
-    for sub in new.modules():
+    return safe_squash(copy.deepcopy(model))
+
+
+def safe_squash(model: nn.Module) -> nn.Module:
+    """The engine's ``squash`` after giving every parametrized module its own class: a deep copy of a
+    parametrized module shares torch's injected class with the original, and removing one's
+    parametrization would strip the other's ``weight`` property."""
+    for sub in model.modules():
         if parametrize.is_parametrized(sub):
             cls = type(sub)
             body = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
             sub.__class__ = type(cls.__name__, cls.__bases__, body)
-    return squash_masks(new)
+    return squash_masks(model)
 
 
 def layer_sensitivity(model: nn.Module, evaluate: Callable[[], float], sparsities: Sequence[float],
@@ -210,7 +214,7 @@ def layer_sensitivity(model: nn.Module, evaluate: Callable[[], float], sparsitie
         return sensitivity_scan(targets, evaluate, list(sparsities), importance)
     finally:
         for m in fresh:
-            squash_masks(m)  # the scan restored an all-ones mask: the weight is unchanged
+            safe_squash(m)  # the scan restored an all-ones mask: the weight is unchanged
 
 
 @dataclass(frozen=True)

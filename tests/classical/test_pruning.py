@@ -16,6 +16,7 @@ from tinyqml.classical.pruning import (
     FineGrainedConfig,
     FineGrainedPruner,
     baked_copy,
+    safe_squash,
     NMPattern,
     layer_sensitivity,
     plot_sensitivity,
@@ -212,3 +213,18 @@ def test_baked_copy_leaves_the_original_masked():
     assert all(has_mask(m, "weight") for m in prunable_layers(net).values())
     assert torch.equal(copy_(x), ref) and torch.equal(net(x), ref)
     assert sparsity_report(copy_).zeros == sparsity_report(net).zeros
+
+
+def test_squash_leaves_earlier_deep_copies_working():
+    import copy
+
+    net = _net()
+    pruner = FineGrainedPruner(net, FineGrainedConfig(sparsity=0.5))
+    pruner.apply()
+    twin = copy.deepcopy(net)
+    pruner.squash()
+    x = torch.rand(2, 1, 8, 8)
+    assert all(has_mask(m, "weight") for m in prunable_layers(twin).values())
+    assert torch.equal(twin.eval()(x), net.eval()(x))
+    safe_squash(twin)
+    assert not has_mask(twin.features[0], "weight")
