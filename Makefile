@@ -5,7 +5,12 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test bench install clean
+# MCU code generation: host compiler, Cortex-M4 cross-compiler + newlib (semihosting), and QEMU (Debian packages)
+MCU_TOOLS := gcc arm-none-eabi-gcc arm-none-eabi-size qemu-system-arm
+MCU_PACKAGES := gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test bench install clean mcu-tools
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -18,10 +23,21 @@ $(STAMP): $(VPY) pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# installs the MCU tools with apt when one is missing (sudo only when not root); without apt it says what to install
+mcu-tools:
+	@missing=; for t in $(MCU_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	case "$$(arm-none-eabi-gcc -print-file-name=rdimon.specs 2>/dev/null)" in /*) ;; *) missing="$$missing newlib";; esac; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "mcu-tools: missing$$missing and no apt-get; install $(MCU_PACKAGES) (MCU tests skip without them)" >&2; exit 0; fi; \
+	echo "mcu-tools: missing$$missing; installing $(MCU_PACKAGES)"; \
+	$(SUDO) apt-get update -q && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(MCU_PACKAGES)
+
+demo: $(STAMP) mcu-tools
 	$(VENV)/bin/tinyqml demo
 
-test: $(STAMP)
+test: $(STAMP) mcu-tools
 	$(VPY) -m pytest -q tests
 
 bench: $(STAMP)
