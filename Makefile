@@ -34,7 +34,7 @@ mcu-tools:
 	$(SUDO) apt-get update -q && \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(MCU_PACKAGES)
 
-demo: $(STAMP) mcu-tools
+demo: $(STAMP)
 	$(VENV)/bin/tinyqml demo
 
 test: $(STAMP) mcu-tools
