@@ -92,7 +92,7 @@ _SPEC: dict[Op, tuple[int, str | None]] = {
     Op.DEPTHWISE_CONV_2D: (3, "DepthwiseConv2DOptions"), Op.DEQUANTIZE: (2, None),
     Op.FULLY_CONNECTED: (4, "FullyConnectedOptions"), Op.LOGISTIC: (2, None), Op.MAX_POOL_2D: (2, "Pool2DOptions"),
     Op.MUL: (2, "MulOptions"), Op.RESHAPE: (1, "ReshapeOptions"), Op.SOFTMAX: (2, "SoftmaxOptions"),
-    Op.PAD: (2, "PadOptions"), Op.MEAN: (2, "ReducerOptions"), Op.QUANTIZE: (2, None),
+    Op.PAD: (2, "PadOptions"), Op.MEAN: (2, "ReducerOptions"), Op.QUANTIZE: (1, None),
 }
 
 
@@ -478,17 +478,20 @@ def _fully_connected(rng: np.random.Generator) -> SingleOpCase:
         batch, n = int(rng.integers(1, 4)), int(rng.integers(1, 65))
         in_shape = (batch, n)
     acc = _acc_std(n, zp_in)
-    sc = _scales(rng, 1, acc)
+    per_channel = bool(rng.random() < 0.5)  # TensorFlow 2.21's converter writes per-channel weights
+    sc = _scales(rng, units if per_channel else 1, acc)
     act, with_bias = _act(rng), rng.random() > 0.1
     b = TFLiteBuilder("random FULLY_CONNECTED")
     x = b.tensor("x", in_shape, quant=Quant.per_tensor(sc.s_in, zp_in))
     wt = b.constant("w", _weights(rng, (units, n), 0), Quant.per_channel(sc.s_w, 0))
     bias_scale = _f32(np.float64(sc.s_in) * sc.s_w.astype(np.float64))
-    bi = b.constant("b", _bias(rng, units, acc), Quant.per_channel(np.repeat(bias_scale, 1), 0)) if with_bias else -1
+    bi = b.constant("b", _bias(rng, units, acc), Quant.per_channel(bias_scale, 0)) if with_bias else -1
     y = b.tensor("y", (batch, units), quant=Quant.per_tensor(sc.s_out, zp_out))
     b.op(Op.FULLY_CONNECTED, [x, wt, bi], [y], fusedActivationFunction=act, keepNumDims=False)
+    m = sc.multipliers()
     desc = (f"FULLY_CONNECTED in={_shape_str(in_shape)} units={units} {act.name} bias={with_bias} "
-            f"zp={zp_in}/{zp_out} scales={sc.kind} m={sc.multipliers()[0]:.3g}")
+            f"weights={'per-channel' if per_channel else 'per-tensor'} zp={zp_in}/{zp_out} scales={sc.kind} "
+            f"m=[{m.min():.3g},{m.max():.3g}]")
     return SingleOpCase(b.build([x], [y]), (in_shape,), desc, Op.FULLY_CONNECTED, ("int8",))
 
 
