@@ -96,6 +96,10 @@ _SPEC: dict[Op, tuple[int, str | None]] = {
 }
 
 
+#: ops whose options table TensorFlow's converter writes even when empty (RESHAPE it leaves out)
+_EMPTY_TABLE = frozenset({Op.PAD})
+
+
 class TensorType(enum.IntEnum):
     """TFLite tensor element types the builder writes (schema ``TensorType`` codes)."""
 
@@ -228,9 +232,9 @@ class TFLiteBuilder:
 
     def _options(self, op: Op, fields: dict[str, Any]) -> tuple[int, Any]:
         table = _SPEC[op][1]
-        if table is None:
-            if fields:
-                raise ExportError(f"{op.name} takes no builtin options, got {sorted(fields)}")
+        if table is None and fields:
+            raise ExportError(f"{op.name} takes no builtin options, got {sorted(fields)}")
+        if table is None or (not fields and op not in _EMPTY_TABLE):
             return 0, None
         opt = getattr(self.fb, f"{table}T")()
         known = vars(opt)
@@ -243,7 +247,8 @@ class TFLiteBuilder:
     def op(self, op: Op, inputs: Sequence[int], outputs: Sequence[int], first: bool = False,
            **options: Any) -> int:
         """Append operator ``op`` (``first``: put it before every other one; ``-1`` marks an omitted
-        optional input); ``options`` are its builtin options by schema field name. Returns its position."""
+        optional input); ``options`` are its builtin options by schema field name (none given: no options
+        table, so the kernel's defaults, except PAD's empty table, as TensorFlow's converter writes them). Returns its position."""
         if not isinstance(op, Op):
             raise ExportError(f"op must be an Op, got {op!r}")
         o = self.fb.OperatorT()
