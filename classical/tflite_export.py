@@ -51,23 +51,20 @@ from tinyqml.classical.graph import (
     Reshape,
 )
 from tinyqml.classical.quantize import QuantizedGraph, QuantizedNode, TensorQuant
+from tinyqml.classical.tflite_builder import FusedActivation, Op, Padding, Quant, TensorType, TFLiteBuilder
+from tinyqml.classical.tflite_builder import schema as _schema
 
 __all__ = ["TFLiteOptions", "to_tflite", "export_tflite", "as_qgraph", "operator_names", "tflite_padding",
            "TFLMRunner", "run_tflm", "output_path", "write_file"]
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = "tflite_micro.tensorflow.lite.micro.python.schema_py_generated"
 _INSTALL = "pip install tflite-micro flatbuffers  (or: pip install 'tinyqml[classical]')"
 
-#: op name -> (builtin code, version for int8 inputs, as TFLite's op_version assigns)
-_OPS = {"ADD": (0, 2), "AVERAGE_POOL_2D": (1, 2), "CONV_2D": (3, 3), "DEPTHWISE_CONV_2D": (4, 3),
-        "DEQUANTIZE": (6, 2), "FULLY_CONNECTED": (9, 4), "MAX_POOL_2D": (17, 2), "RESHAPE": (22, 1),
-        "PAD": (34, 2), "QUANTIZE": (114, 2)}
-_SAME, _VALID = 0, 1
-_FLOAT32, _INT32, _INT8 = 0, 2, 9
-_ACT = {Activation.NONE: 0, Activation.RELU: 1, Activation.RELU6: 3}
-_ALIGN = 16  # TFLite Micro reads weights and biases in place: keep every buffer 16-byte aligned
+_SAME, _VALID = int(Padding.SAME), int(Padding.VALID)
+_FLOAT32, _INT32, _INT8 = int(TensorType.FLOAT32), int(TensorType.INT32), int(TensorType.INT8)
+_ACT = {Activation.NONE: FusedActivation.NONE, Activation.RELU: FusedActivation.RELU,
+        Activation.RELU6: FusedActivation.RELU6}
 
 
 def _import(name: str) -> Any:
@@ -75,11 +72,6 @@ def _import(name: str) -> Any:
         return importlib.import_module(name)
     except ImportError as exc:
         raise ExportError(f"TFLite export and TFLite Micro need the tflite-micro package: {_INSTALL}") from exc
-
-
-def _schema() -> Any:
-    _import("flatbuffers")
-    return _import(_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -112,94 +104,26 @@ def tflite_padding(in_hw: tuple[int, int], kernel: tuple[int, int], stride: tupl
 
 
 class _Writer:
-    """Accumulates the tensors, buffers, operator codes and operators of one subgraph."""
+    """The IR side of one export: the :class:`~tinyqml.classical.tflite_builder.TFLiteBuilder` being
+    filled, and the tensor index of each IR activation."""
 
-    def __init__(self, qgraph: QuantizedGraph) -> None:
-        self.fb = _schema()
+    def __init__(self, qgraph: QuantizedGraph, description: str) -> None:
+        self.b = TFLiteBuilder(description)
         self.q = qgraph
-        self.tensors: list[Any] = []
-        self.buffers: list[Any] = [self.fb.BufferT()]  # buffer 0: the empty one, by convention
-        self.opcodes: dict[str, int] = {}
-        self.operators: list[Any] = []
         self.index: dict[str, int] = {}
-
-    def _quant(self, scale: Any, zero_point: Any, dim: int = 0) -> Any:
-        qp = self.fb.QuantizationParametersT()
-        qp.scale = [float(s) for s in np.atleast_1d(np.asarray(scale, dtype=np.float32))]
-        qp.zeroPoint = [int(z) for z in np.atleast_1d(zero_point)]
-        qp.quantizedDimension = dim
-        return qp
-
-    def tensor(self, name: str, shape: tuple[int, ...], dtype: int, quant: Any = None,
-               data: np.ndarray | None = None) -> int:
-        t = self.fb.TensorT()
-        t.name, t.shape, t.type, t.quantization = name, [int(d) for d in shape], dtype, quant
-        t.buffer = 0
-        if data is not None:
-            b = _aligned_buffer_class()()
-            b.data = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).view(np.uint8).reshape(-1)
-            self.buffers.append(b)
-            t.buffer = len(self.buffers) - 1
-        self.tensors.append(t)
-        return len(self.tensors) - 1
 
     def activation(self, name: str) -> int:
         """The int8 tensor of an IR activation (created on first use)."""
         if name not in self.index:
             tq = self.q.tensors[name]
-            self.index[name] = self.tensor(name, self.q.graph.shapes[name], _INT8,
-                                           self._quant(tq.scale, tq.zero_point))
+            self.index[name] = self.b.tensor(name, self.q.graph.shapes[name], TensorType.INT8,
+                                             Quant.per_tensor(tq.scale, tq.zero_point))
         return self.index[name]
 
     def derived(self, name: str, like: str, shape: tuple[int, ...]) -> int:
         """A new int8 tensor with the parameters of the IR tensor ``like`` (a PAD output)."""
         tq = self.q.tensors[like]
-        return self.tensor(name, shape, _INT8, self._quant(tq.scale, tq.zero_point))
-
-    def const(self, name: str, array: np.ndarray, dtype: int, quant: Any = None) -> int:
-        return self.tensor(name, array.shape, dtype, quant, array)
-
-    def op(self, name: str, inputs: list[int], outputs: list[int], options_type: int = 0,
-           options: Any = None, first: bool = False) -> None:
-        """Append an operator (``first``: put it before every other one)."""
-        if name not in self.opcodes:
-            self.opcodes[name] = len(self.opcodes)
-        o = self.fb.OperatorT()
-        o.opcodeIndex, o.inputs, o.outputs = self.opcodes[name], inputs, outputs
-        o.builtinOptionsType, o.builtinOptions = options_type, options
-        self.operators.insert(0 if first else len(self.operators), o)
-
-    def operator_codes(self) -> list[Any]:
-        codes = []
-        for name in self.opcodes:  # dicts keep insertion order = opcode index
-            code, version = _OPS[name]
-            oc = self.fb.OperatorCodeT()
-            oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), version
-            codes.append(oc)
-        return codes
-
-
-@functools.lru_cache(maxsize=1)
-def _aligned_buffer_class() -> type:
-    """``BufferT`` whose bytes start on a 16-byte boundary of the file (made after the lazy schema import)."""
-    fb = _schema()
-
-    class AlignedBuffer(fb.BufferT):
-        def Pack(self, builder: Any) -> int:  # noqa: N802 (the object API's name)
-            data = None
-            if self.data is not None and len(self.data):
-                payload = np.asarray(self.data, dtype=np.uint8).tobytes()
-                builder.StartVector(1, len(payload), _ALIGN)
-                builder.head -= len(payload)
-                builder.Bytes[builder.head:builder.head + len(payload)] = payload
-                builder.vectorNumElems = len(payload)
-                data = builder.EndVector()
-            fb.BufferStart(builder)
-            if data is not None:
-                fb.BufferAddData(builder, data)
-            return fb.BufferEnd(builder)
-
-    return AlignedBuffer
+        return self.b.tensor(name, shape, TensorType.INT8, Quant.per_tensor(tq.scale, tq.zero_point))
 
 
 # -- node writers ------------------------------------------------------------------------------------------
@@ -220,9 +144,9 @@ def _padded_input(node: Conv2D | DepthwiseConv2D, kernel: tuple[int, int], w: _W
         return x, code
     top, bottom, left, right = node.padding
     pads = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], dtype=np.int32)
-    p = w.const(f"{node.output}/paddings", pads, _INT32)
+    p = w.b.constant(f"{node.output}/paddings", pads)
     y = w.derived(f"{node.output}/pad", node.input, (1, h + top + bottom, wd + left + right, c))
-    w.op("PAD", [x, p], [y], w.fb.BuiltinOptions.PadOptions, w.fb.PadOptionsT())
+    w.b.op(Op.PAD, [x, p], [y])
     return y, _VALID
 
 
@@ -230,10 +154,9 @@ def _weights(node: Conv2D | DepthwiseConv2D | FullyConnected, qn: QuantizedNode,
              dim: int) -> tuple[int, int]:
     s_in = np.float32(w.q.tensors[node.input].scale)
     s_w = np.asarray(qn.weight_scale, dtype=np.float32)
-    zeros = np.zeros(s_w.size, dtype=np.int64)
-    wt = w.const(f"{node.output}/weight", qn.weight_q.astype(np.int8), _INT8, w._quant(s_w, zeros, dim))
+    wt = w.b.constant(f"{node.output}/weight", qn.weight_q.astype(np.int8), Quant.per_channel(s_w, dim))
     bias_scale = (np.float64(s_in) * s_w.astype(np.float64)).astype(np.float32)  # one per weight scale
-    b = w.const(f"{node.output}/bias", qn.bias_q.astype(np.int32), _INT32, w._quant(bias_scale, zeros))
+    b = w.b.constant(f"{node.output}/bias", qn.bias_q.astype(np.int32), Quant.per_channel(bias_scale, 0))
     return wt, b
 
 
@@ -241,21 +164,18 @@ def _weights(node: Conv2D | DepthwiseConv2D | FullyConnected, qn: QuantizedNode,
 def _(node: Conv2D, qn: QuantizedNode, w: _Writer) -> None:
     x, pad = _padded_input(node, qn.weight_q.shape[1:3], w)
     wt, b = _weights(node, qn, w, dim=0)
-    opt = w.fb.Conv2DOptionsT()
-    opt.padding, (opt.strideH, opt.strideW) = pad, node.stride
-    opt.fusedActivationFunction, opt.dilationHFactor, opt.dilationWFactor = _ACT[node.activation], 1, 1
-    w.op("CONV_2D", [x, wt, b], [w.activation(node.output)], w.fb.BuiltinOptions.Conv2DOptions, opt)
+    w.b.op(Op.CONV_2D, [x, wt, b], [w.activation(node.output)], padding=pad, strideH=node.stride[0],
+           strideW=node.stride[1], fusedActivationFunction=_ACT[node.activation], dilationHFactor=1,
+           dilationWFactor=1)
 
 
 @_emit.register
 def _(node: DepthwiseConv2D, qn: QuantizedNode, w: _Writer) -> None:
     x, pad = _padded_input(node, qn.weight_q.shape[1:3], w)
     wt, b = _weights(node, qn, w, dim=3)
-    opt = w.fb.DepthwiseConv2DOptionsT()
-    opt.padding, (opt.strideH, opt.strideW), opt.depthMultiplier = pad, node.stride, 1
-    opt.fusedActivationFunction, opt.dilationHFactor, opt.dilationWFactor = _ACT[node.activation], 1, 1
-    w.op("DEPTHWISE_CONV_2D", [x, wt, b], [w.activation(node.output)],
-         w.fb.BuiltinOptions.DepthwiseConv2DOptions, opt)
+    w.b.op(Op.DEPTHWISE_CONV_2D, [x, wt, b], [w.activation(node.output)], padding=pad, strideH=node.stride[0],
+           strideW=node.stride[1], depthMultiplier=1, fusedActivationFunction=_ACT[node.activation],
+           dilationHFactor=1, dilationWFactor=1)
 
 
 @_emit.register
@@ -265,45 +185,38 @@ def _(node: FullyConnected, qn: QuantizedNode, w: _Writer) -> None:
                           f"TFLite Micro's int8 fully-connected kernel takes one (per-tensor) scale")
     x = w.activation(node.input)
     wt, b = _weights(node, qn, w, dim=0)
-    opt = w.fb.FullyConnectedOptionsT()
-    opt.fusedActivationFunction, opt.keepNumDims = _ACT[node.activation], False
-    w.op("FULLY_CONNECTED", [x, wt, b], [w.activation(node.output)],
-         w.fb.BuiltinOptions.FullyConnectedOptions, opt)
+    w.b.op(Op.FULLY_CONNECTED, [x, wt, b], [w.activation(node.output)],
+           fusedActivationFunction=_ACT[node.activation], keepNumDims=False)
 
 
 @_emit.register
 def _(node: Add, qn: QuantizedNode, w: _Writer) -> None:
-    opt = w.fb.AddOptionsT()
-    opt.fusedActivationFunction = _ACT[node.activation]
-    w.op("ADD", [w.activation(node.left), w.activation(node.right)], [w.activation(node.output)],
-         w.fb.BuiltinOptions.AddOptions, opt)
+    w.b.op(Op.ADD, [w.activation(node.left), w.activation(node.right)], [w.activation(node.output)],
+           fusedActivationFunction=_ACT[node.activation])
 
 
-def _pool(name: str, node: AvgPool2D | MaxPool2D, w: _Writer) -> None:
-    opt = w.fb.Pool2DOptionsT()
-    opt.padding, (opt.strideH, opt.strideW), (opt.filterHeight, opt.filterWidth) = _VALID, node.stride, node.filter
-    opt.fusedActivationFunction = 0
-    w.op(name, [w.activation(node.input)], [w.activation(node.output)], w.fb.BuiltinOptions.Pool2DOptions, opt)
+def _pool(op: Op, node: AvgPool2D | MaxPool2D, w: _Writer) -> None:
+    w.b.op(op, [w.activation(node.input)], [w.activation(node.output)], padding=Padding.VALID,
+           strideH=node.stride[0], strideW=node.stride[1], filterHeight=node.filter[0], filterWidth=node.filter[1],
+           fusedActivationFunction=FusedActivation.NONE)
 
 
 @_emit.register
 def _(node: AvgPool2D, qn: QuantizedNode, w: _Writer) -> None:
-    _pool("AVERAGE_POOL_2D", node, w)
+    _pool(Op.AVERAGE_POOL_2D, node, w)
 
 
 @_emit.register
 def _(node: MaxPool2D, qn: QuantizedNode, w: _Writer) -> None:
-    _pool("MAX_POOL_2D", node, w)
+    _pool(Op.MAX_POOL_2D, node, w)
 
 
 @_emit.register
 def _(node: Reshape, qn: QuantizedNode, w: _Writer) -> None:
     shape = np.array(node.shape, dtype=np.int32)
-    s = w.const(f"{node.output}/shape", shape, _INT32)
-    opt = w.fb.ReshapeOptionsT()
-    opt.newShape = [int(d) for d in shape]
-    w.op("RESHAPE", [w.activation(node.input), s], [w.activation(node.output)],
-         w.fb.BuiltinOptions.ReshapeOptions, opt)
+    s = w.b.constant(f"{node.output}/shape", shape)
+    w.b.op(Op.RESHAPE, [w.activation(node.input), s], [w.activation(node.output)],
+           newShape=[int(d) for d in shape])
 
 
 def _float_io(w: _Writer, inputs: list[int], outputs: list[int]) -> tuple[list[int], list[int]]:
@@ -311,13 +224,13 @@ def _float_io(w: _Writer, inputs: list[int], outputs: list[int]) -> tuple[list[i
     g = w.q.graph
     new_in = []
     for name, idx in zip(g.inputs, inputs):
-        f = w.tensor(f"{name}/float", g.shapes[name], _FLOAT32)
-        w.op("QUANTIZE", [f], [idx], first=True)
+        f = w.b.tensor(f"{name}/float", g.shapes[name], TensorType.FLOAT32)
+        w.b.op(Op.QUANTIZE, [f], [idx], first=True)
         new_in.append(f)
     new_out = []
     for name, idx in zip(g.outputs, outputs):
-        f = w.tensor(f"{name}/float", g.shapes[name], _FLOAT32)
-        w.op("DEQUANTIZE", [idx], [f])
+        f = w.b.tensor(f"{name}/float", g.shapes[name], TensorType.FLOAT32)
+        w.b.op(Op.DEQUANTIZE, [idx], [f])
         new_out.append(f)
     return new_in, new_out
 
@@ -329,8 +242,7 @@ def to_tflite(qgraph: QuantizedGraph, options: TFLiteOptions = TFLiteOptions()) 
                           f"{type(qgraph).__name__}")
     if not isinstance(options, TFLiteOptions):
         raise ExportError(f"options must be TFLiteOptions, got {type(options).__name__}")
-    flatbuffers = _import("flatbuffers")
-    w = _Writer(qgraph)
+    w = _Writer(qgraph, options.description)
     g = qgraph.graph
     inputs = [w.activation(name) for name in g.inputs]
     for qn in qgraph.nodes:
@@ -338,14 +250,7 @@ def to_tflite(qgraph: QuantizedGraph, options: TFLiteOptions = TFLiteOptions()) 
     outputs = [w.activation(name) for name in g.outputs]
     if options.float_io:
         inputs, outputs = _float_io(w, inputs, outputs)
-    sub = w.fb.SubGraphT()
-    sub.tensors, sub.inputs, sub.outputs, sub.operators, sub.name = w.tensors, inputs, outputs, w.operators, "main"
-    model = w.fb.ModelT()
-    model.version, model.description = 3, options.description
-    model.operatorCodes, model.subgraphs, model.buffers = w.operator_codes(), [sub], w.buffers
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return w.b.build(inputs, outputs)
 
 
 def operator_names(blob: bytes) -> list[str]:
