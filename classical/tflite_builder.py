@@ -22,7 +22,14 @@ b'TFL3'
 padding, fused activations, zero points, per-channel scales whose requantization multipliers span
 many powers of two, exact powers of two and the mantissa that rounds up to 2^31);
 :func:`verification_cases` draws a reproducible batch over every operator and
-:func:`tflm_reference` runs one on the TFLite Micro interpreter.
+:func:`tflm_reference` runs one on the TFLite Micro interpreter. The cases stay inside what TFLite
+Micro's kernels accept and compute deterministically: int8 pools, PAD and RESHAPE keep the input's
+scale and zero point (its pools refuse others); SOFTMAX and LOGISTIC write scale 1/256, zero point
+-128 (its SOFTMAX refuses others); ADD keeps ``2 max(s1, s2) / (2^20 s_out) < 1`` (beyond it TFLite
+Micro aborts the process); weights are symmetric int8 in [-127, 127] with zero point 0, per channel
+for CONV_2D (dimension 0) and DEPTHWISE_CONV_2D (dimension 3) and per channel or per tensor for
+FULLY_CONNECTED (TensorFlow 2.21's converter writes per channel); biases are int32 with scale
+``s_in * s_w`` and ``|b| <= 2^24`` so int32 accumulators never overflow.
 
 >>> case = random_single_op_model(Op.MAX_POOL_2D, np.random.default_rng(0))
 >>> case.op, case.input_dtypes
@@ -438,9 +445,8 @@ def _conv_like(rng: np.random.Generator, depthwise: bool) -> SingleOpCase:
     mult = int(rng.integers(1, 4)) if depthwise else 1
     cout = cin * mult if depthwise else int(rng.integers(1, 9))
     zp_in, zp_out = _zp(rng), _zp(rng)
-    taps = kh * kw * (1 if depthwise else cin)
-    sc = _scales(rng, cout, _acc_std(taps, zp_in))
-    acc = _acc_std(taps, zp_in)
+    acc = _acc_std(kh * kw * (1 if depthwise else cin), zp_in)
+    sc = _scales(rng, cout, acc)
     oh, ow = _out_extent(h, (kh - 1) * dh + 1, sh, pad), _out_extent(w, (kw - 1) * dw + 1, sw, pad)
     act = _act(rng)
     b = TFLiteBuilder("random " + ("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"))
