@@ -23,7 +23,8 @@ The C API (``prefix="tinyqml"``)::
 through QUANTIZE from float32 and whose outputs leave through DEQUANTIZE to float32 runs the int8 graph
 between the edges in ``tinyqml_invoke`` and also gets ``tinyqml_invoke_f32`` (float in, float out,
 the element counts are the same macros), which quantizes and dequantizes as TFLite Micro does.
-``TINYQML_ARENA_BYTES`` is the activation arena; ``TINYQML_SCRATCH_BYTES`` the kernels' scratch. The
+Models with float32 edges on one side only get ``tinyqml_quantize_inputs(const float *, int8_t *)`` or
+``tinyqml_dequantize_outputs(const int8_t *, float *)``. ``TINYQML_ARENA_BYTES`` is the activation arena; ``TINYQML_SCRATCH_BYTES`` the kernels' scratch. The
 caller's input and output buffers are used in place (not copied into the arena).
 
 >>> import numpy as np, tempfile, torch
@@ -154,7 +155,7 @@ class Program:
     inputs: tuple[int, ...]          # int8 input tensors (QUANTIZE outputs at a float edge)
     outputs: tuple[int, ...]         # int8 output tensors (DEQUANTIZE inputs at a float edge)
     float_inputs: tuple[int, ...]    # the float32 graph inputs, when every input is a float edge
-    float_outputs: tuple[int, ...]
+    float_outputs: tuple[int, ...]   # the float32 graph outputs, when every output is a float edge
 
     @property
     def float_io(self) -> bool:
@@ -516,9 +517,10 @@ def lower(model: TFLiteModel | bytes | str | os.PathLike) -> Program:
         steps.append(_LOWER[op.opcode](model, op))
     inputs = tuple(q_in[i].outputs[0] if i in q_in else i for i in model.inputs)
     outputs = tuple(dq_out[i].inputs[0] if i in dq_out else i for i in model.outputs)
-    all_float = all(i in q_in for i in model.inputs) and all(i in dq_out for i in model.outputs)
-    return Program(model, tuple(steps), inputs, outputs, tuple(model.inputs) if all_float else (),
-                   tuple(model.outputs) if all_float else ())
+    float_in = all(i in q_in for i in model.inputs)
+    float_out = all(i in dq_out for i in model.outputs)
+    return Program(model, tuple(steps), inputs, outputs, tuple(model.inputs) if float_in else (),
+                   tuple(model.outputs) if float_out else ())
 
 
 # -- the arena -------------------------------------------------------------------------------------------
@@ -685,9 +687,14 @@ class _Emitter:
                   f"int {pre}_invoke(const int8_t *input, int8_t *output);",
                   f"/* one pointer per input ({P}_INPUT_SIZE_<k> bytes) and per output */",
                   f"int {pre}_invoke_n(const int8_t *const *inputs, int8_t *const *outputs);"]
+        if self.p.float_inputs:
+            lines += ["/* the float32 inputs (QUANTIZE at the edge, as TFLite Micro) -> int8 */",
+                      f"void {pre}_quantize_inputs(const float *input, int8_t *input_q);"]
+        if self.p.float_outputs:
+            lines += ["/* the int8 outputs -> float32 (DEQUANTIZE at the edge, as TFLite Micro) */",
+                      f"void {pre}_dequantize_outputs(const int8_t *output_q, float *output);"]
         if self.p.float_io:
-            lines += [f"#define {P}_FLOAT_IO 1",
-                      "/* float32 in and out: QUANTIZE / DEQUANTIZE at the edges, as TFLite Micro */",
+            lines += [f"#define {P}_FLOAT_IO 1", "/* float32 in and out: quantize, invoke, dequantize */",
                       f"int {pre}_invoke_f32(const float *input, float *output);"]
         lines += ["#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {P}_MODEL_H */", ""]
         return "\n".join(lines)
@@ -711,8 +718,7 @@ class _Emitter:
         out.append(f"int {pre}_invoke_n(const int8_t *const *inputs, int8_t *const *outputs)\n{{\n"
                    + "".join(body) + "    return 0;\n}\n\n")
         out.append(self.invoke())
-        if self.p.float_io:
-            out.append(self.invoke_f32())
+        out.append(self.edges())
         return "".join(out)
 
     def _offsets(self, tensors: Sequence[int]) -> list[int]:
@@ -730,20 +736,30 @@ class _Emitter:
                 + "".join(f"    outs[{k}] = {s};\n" for k, s in enumerate(outs.split(", ")))
                 + f"    return {pre}_invoke_n(ins, outs);\n}}\n\n")
 
-    def invoke_f32(self) -> str:
+    def edges(self) -> str:
         pre, P, m = self.pre, self.P, self.p.model
-        lines = [f"static int8_t {pre}_in8[{P}_INPUT_SIZE];", f"static int8_t {pre}_out8[{P}_OUTPUT_SIZE];",
-                 f"int {pre}_invoke_f32(const float *input, float *output)", "{", "    int rc;",
-                 "    if (input == NULL || output == NULL) {", "        return -1;", "    }"]
-        for t, o in zip(self.p.inputs, self._offsets(self.p.inputs)):
-            tt = m.tensors[t]
-            lines.append(f"    tq_quantize_f32(input + {o}, {pre}_in8 + {o}, {tt.size}, {tt.scale!r}f, {tt.zero_point});")
-        lines.append(f"    rc = {pre}_invoke({pre}_in8, {pre}_out8);")
-        for t, o in zip(self.p.outputs, self._offsets(self.p.outputs)):
-            tt = m.tensors[t]
-            lines.append(f"    tq_dequantize_f32({pre}_out8 + {o}, output + {o}, {tt.size}, {_f64(tt.scale)!r}, "
-                         f"{tt.zero_point});")
-        return "\n".join(lines + ["    return rc;", "}", ""])
+        lines = []
+        if self.p.float_inputs:
+            lines += [f"void {pre}_quantize_inputs(const float *input, int8_t *input_q)", "{"]
+            for t, o in zip(self.p.inputs, self._offsets(self.p.inputs)):
+                tt = m.tensors[t]
+                lines.append(f"    tq_quantize_f32(input + {o}, input_q + {o}, {tt.size}, {tt.scale!r}f, "
+                             f"{tt.zero_point});")
+            lines += ["}", ""]
+        if self.p.float_outputs:
+            lines += [f"void {pre}_dequantize_outputs(const int8_t *output_q, float *output)", "{"]
+            for t, o in zip(self.p.outputs, self._offsets(self.p.outputs)):
+                tt = m.tensors[t]
+                lines.append(f"    tq_dequantize_f32(output_q + {o}, output + {o}, {tt.size}, {_f64(tt.scale)!r}, "
+                             f"{tt.zero_point});")
+            lines += ["}", ""]
+        if self.p.float_io:
+            lines += [f"static int8_t {pre}_in8[{P}_INPUT_SIZE];", f"static int8_t {pre}_out8[{P}_OUTPUT_SIZE];",
+                      f"int {pre}_invoke_f32(const float *input, float *output)", "{", "    int rc;",
+                      "    if (input == NULL || output == NULL) {", "        return -1;", "    }",
+                      f"    {pre}_quantize_inputs(input, {pre}_in8);", f"    rc = {pre}_invoke({pre}_in8, {pre}_out8);",
+                      f"    {pre}_dequantize_outputs({pre}_out8, output);", "    return rc;", "}", ""]
+        return "\n".join(lines)
 
 
 # -- the report ------------------------------------------------------------------------------------------
@@ -862,15 +878,17 @@ def generate(model: bytes | str | os.PathLike | TFLiteModel, out_dir: str | os.P
         raise ExportError(f"cannot write the C sources into {str(out)!r}: {exc}") from exc
     m = program.model
     layers = _layers(program, placement, emitter)
-    result = CodegenResult(out, (), program, placement, layers, options.target,
+    files += [out / "report.md", out / "report.json"]
+    result = CodegenResult(out, tuple(files), program, placement, layers, options.target,
                            sum(m.tensors[t].size for t in program.inputs),
                            sum(m.tensors[t].size for t in program.outputs), 4 * emitter.scratch_words,
                            (sum(m.tensors[t].size for t in program.inputs + program.outputs)
                             if program.float_io else 0),
                            sum(layer.const_bytes for layer in layers))
-    for name, text in (("report.md", result.report()), ("report.json", result.to_json())):
-        (out / name).write_text(text)
-        files.append(out / name)
+    try:
+        files[-2].write_text(result.report())
+        files[-1].write_text(result.to_json())
+    except OSError as exc:
+        raise ExportError(f"cannot write the report into {str(out)!r}: {exc}") from exc
     log.info("wrote %s: %s", out, result.summary())
-    return CodegenResult(out, tuple(files), program, placement, layers, options.target, result.input_size,
-                         result.output_size, result.scratch_bytes, result.float_buffer_bytes, result.flash_bytes)
+    return result

@@ -341,6 +341,13 @@ def read_tflite(model: bytes | str | os.PathLike) -> TFLiteModel:
         raise ExportError(f"not a readable TFLite flatbuffer: {type(exc).__name__}: {exc}") from exc
     if not m.subgraphs:
         raise ExportError("the TFLite model has no subgraph")
+    try:
+        return _model(fb, m, blob)
+    except (IndexError, TypeError, AttributeError, KeyError, ValueError) as exc:  # dangling indices, bad enums
+        raise ExportError(f"malformed TFLite model: {type(exc).__name__}: {exc}") from exc
+
+
+def _model(fb: Any, m: Any, blob: bytes) -> TFLiteModel:
     names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
     codes = [max(int(c.builtinCode), int(c.deprecatedBuiltinCode)) for c in (m.operatorCodes or [])]
     sub = m.subgraphs[0]

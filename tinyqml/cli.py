@@ -5,10 +5,11 @@ Examples::
     tinyqml --version
     tinyqml demo            # full run: 4-class digits quantum classifier
     tinyqml demo --fast     # a few seconds, lower accuracy
+    tinyqml codegen model.tflite -o build/model --target cortex-m4
 
 Bad arguments exit with argparse's usual message (status 2); a tinyqml error
-(:class:`tinyqml.qml.errors.TinyQMLError`) prints one line ``tinyqml: error: ...``
-to stderr and exits with status 1.
+(:class:`tinyqml.qml.errors.TinyQMLError`, or a :class:`tinyqml.classical.errors.CompressionError`
+from ``codegen``) prints one line ``tinyqml: error: ...`` to stderr and exits with status 1.
 
 >>> args = build_parser().parse_args(["demo", "--fast", "--seed", "3"])
 >>> args.command, args.fast, args.seed
@@ -60,6 +61,42 @@ def _add_demo(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> Non
     p.set_defaults(func=_run_demo)
 
 
+CODEGEN_EXAMPLES = """\
+examples:
+  tinyqml codegen model.tflite -o build/model                     # host C99
+  tinyqml codegen model.tflite -o build/m4 --target cortex-m4     # same C, recorded for the Cortex-M4
+"""
+
+
+def _add_codegen(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser(
+        "codegen", help="compile a fully-int8 .tflite model to C99 (bit-exact with TFLite Micro)",
+        description="Write model.h, model.c and the tinyqml C runtime (plus report.md / report.json) for a "
+                    "fully-int8 TFLite model, and print the report's summary: MACs, arena, peak SRAM, flash.",
+        epilog=CODEGEN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="the .tflite file")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the C sources (created)")
+    p.add_argument("--target", choices=["host", "cortex-m4"], default="host", help="target (default host)")
+    p.add_argument("--prefix", default="tinyqml", help="prefix of the C symbols and macros (default tinyqml)")
+    p.set_defaults(func=_run_codegen)
+
+
+def _run_codegen(args: argparse.Namespace) -> int:
+    from tinyqml.classical.codegen import CodegenOptions, Target, generate
+    from tinyqml.classical.errors import CompressionError
+
+    try:
+        result = generate(args.model, args.output, CodegenOptions(target=Target(args.target), prefix=args.prefix))
+    except CompressionError as exc:
+        message = " ".join(str(exc).split())
+        print(f"tinyqml: error: {message}", file=sys.stderr)
+        return 1
+    print(f"wrote {', '.join(p.name for p in result.files)} to {result.out_dir}")
+    print(result.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tinyqml`` (one sub-parser per subcommand)."""
     parser = argparse.ArgumentParser(
@@ -69,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tinyqml {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo(sub)
+    _add_codegen(sub)
     return parser
 
 
