@@ -40,7 +40,6 @@ True
 
 from __future__ import annotations
 
-import copy
 import enum
 import math
 import operator

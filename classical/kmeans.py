@@ -36,6 +36,7 @@ from torch.nn.utils import parametrize
 
 from tinyqml.classical.errors import AlreadyQuantizedError, CompressionError, LayerNotFoundError, \
     UnsupportedLayerError
+from tinyqml.search.masks import own_class
 
 __all__ = ["KMeansInit", "KMeansConfig", "Codebook", "kmeans_1d", "kmeans_quantize", "codebook_of",
            "has_codebook", "kmeans_squash", "LayerStorage", "StorageReport", "kmeans_storage"]
@@ -225,9 +226,7 @@ def _remove_parametrization(module: nn.Module, name: str, leave_parametrized: bo
     """``parametrize.remove_parametrizations`` on a module whose parametrized class may be shared:
     ``copy.deepcopy`` of a parametrized module keeps its class, and removing deletes the
     property from the class, which would break the other copies; the module gets its own class first."""
-    cls = type(module)
-    body = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
-    module.__class__ = type(cls.__name__, cls.__bases__, body)
+    own_class(module)
     parametrize.remove_parametrizations(module, name, leave_parametrized=leave_parametrized)
 
 

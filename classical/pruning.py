@@ -31,9 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from tinyqml.classical.errors import LayerNotFoundError
 from tinyqml.search import Element, Importance, Pruner, PruningError, Schedule, Target, has_mask, sensitivity_scan
@@ -189,14 +187,9 @@ def baked_copy(model: nn.Module) -> nn.Module:
 
 
 def safe_squash(model: nn.Module) -> nn.Module:
-    """The engine's ``squash`` after giving every parametrized module its own class: a deep copy of a
+    """The engine's ``squash`` (which gives every parametrized module its own class first: a deep copy of a
     parametrized module shares torch's injected class with the original, and removing one's
-    parametrization would strip the other's ``weight`` property."""
-    for sub in model.modules():
-        if parametrize.is_parametrized(sub):
-            cls = type(sub)
-            body = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
-            sub.__class__ = type(cls.__name__, cls.__bases__, body)
+    parametrization would strip the other's ``weight`` property)."""
     return squash_masks(model)
 
 

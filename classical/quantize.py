@@ -25,7 +25,6 @@ import torch
 from tinyqml.classical.calibration import Calibrator, MinMax, RangeCollector
 from tinyqml.classical.errors import CalibrationError, CompressionError
 from tinyqml.classical.graph import (
-    Add,
     AvgPool2D,
     Conv2D,
     DepthwiseConv2D,

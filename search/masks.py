@@ -23,7 +23,7 @@ from torch.nn.utils import parametrize
 
 from tinyqml.search.errors import PruningError
 
-__all__ = ["Mask", "attach_mask", "get_mask", "has_mask", "squash"]
+__all__ = ["Mask", "attach_mask", "get_mask", "has_mask", "squash", "own_class"]
 
 
 class Mask(nn.Module):
@@ -79,13 +79,24 @@ def original(module: nn.Module, name: str) -> nn.Parameter:
     return module.parametrizations[name].original
 
 
+def own_class(module: nn.Module) -> nn.Module:
+    """Give a parametrized module a class of its own. ``copy.deepcopy`` of a parametrized module
+    shares torch's generated class with the original, and removing a parametrization deletes the
+    property from that class, which would break every copy; call this before removing one."""
+    cls = type(module)
+    body = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, body)
+    return module
+
+
 def squash(module: nn.Module) -> nn.Module:
     """Bake every mask of ``module`` (and its children) into its parameter and drop the
-    parametrizations; pruned entries stay exactly zero."""
+    parametrizations; pruned entries stay exactly zero. Deep copies of ``module`` keep theirs."""
     for sub in module.modules():
         if not parametrize.is_parametrized(sub):
             continue
         for name in list(sub.parametrizations.keys()):
             if has_mask(sub, name):
+                own_class(sub)
                 parametrize.remove_parametrizations(sub, name, leave_parametrized=True)
     return module

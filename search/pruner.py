@@ -68,7 +68,9 @@ def _scored(t: Target, importance: Importance) -> tuple[torch.Tensor, torch.Tens
     groups = t.groups()
     scores = importance(t.weight(), t.grad())
     ids, mean = group_scores(scores, groups)
-    sizes = torch.stack([(groups == i).sum() for i in ids]) if len(ids) else torch.zeros(0, dtype=torch.int64)
+    flat = groups.reshape(-1)
+    flat = flat[flat >= 0]
+    sizes = torch.bincount(torch.searchsorted(ids, flat), minlength=len(ids))
     return groups, ids, mean, sizes
 
 

@@ -42,3 +42,16 @@ def test_missing_parameter_and_mask_are_named():
         get_mask(lin, "weight")
     with pytest.raises(PruningError, match="nn.Module"):
         attach_mask(torch.zeros(3), "weight")
+
+
+def test_squash_of_a_deep_copy_keeps_the_original_masked():
+    import copy
+
+    lin = torch.nn.Linear(3, 2)
+    attach_mask(lin, "weight").mask[0] = 0
+    twin = copy.deepcopy(lin)
+    squash(twin)
+    assert type(twin.weight).__name__ == "Parameter"
+    assert has_mask(lin, "weight") and bool((lin.weight[0] == 0).all())
+    squash(lin)
+    assert bool((lin.weight[0] == 0).all())
