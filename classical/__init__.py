@@ -16,10 +16,10 @@ TFLite Micro) and ONNX (fp32 and QDQ int8).
 
 from tinyqml.classical.bn_fold import fold_batchnorm
 from tinyqml.classical.calibration import MSE, Calibrator, MinMax, Percentile
-from tinyqml.classical.channel_pruning import ChannelPruneConfig, channel_groups, prune_channels, ratio_for_macs
+from tinyqml.classical.channel_pruning import ChannelPruneConfig, channel_groups, mask_plan, prune_channels, ratio_for_macs
 from tinyqml.classical.convert import Int8Model, is_quantized, quantize_model
 from tinyqml.classical.costs import LatencyModel, net_costs, profile_net
-from tinyqml.classical.data import DigitsConfig, DigitsData, load_digits_data
+from tinyqml.classical.data import DigitsConfig, DigitsData, load_digits_data, make_loader
 from tinyqml.classical.distill import KDConfig, KDLoss, kd_loss
 from tinyqml.classical.errors import (
     AlreadyQuantizedError,
@@ -35,12 +35,21 @@ from tinyqml.classical.kmeans import KMeansConfig, kmeans_quantize, kmeans_squas
 from tinyqml.classical.linear_quant import INT8_ACTIVATION, INT8_WEIGHT, QuantSpec, fake_quantize
 from tinyqml.classical.models import MobileNetV2Config, SmallCNN, SmallCNNConfig, TinyMobileNetV2
 from tinyqml.classical.onnx_export import export_onnx, export_onnx_qdq
-from tinyqml.classical.pruning import FineGrainedConfig, FineGrainedPruner, layer_sensitivity, sparsity_report
+from tinyqml.classical.pruning import (
+    FineGrainedConfig,
+    FineGrainedPruner,
+    NMPattern,
+    layer_sensitivity,
+    plot_sensitivity,
+    plot_sparsity,
+    satisfies_nm,
+    sparsity_report,
+)
 from tinyqml.classical.qat import QATConfig, prepare_qat, strip_qat
 from tinyqml.classical.quantize import QuantizeConfig, QuantizedGraph, quantize_graph
 from tinyqml.classical.tflite_export import TFLMRunner, export_tflite, run_tflm, to_tflite
 from tinyqml.classical.trace import trace
-from tinyqml.classical.train import TrainConfig, evaluate, load_checkpoint, save_checkpoint, train
+from tinyqml.classical.train import TrainConfig, evaluate, load_checkpoint, predict, save_checkpoint, train
 
 __all__ = [
     "fold_batchnorm", "MSE", "Calibrator", "MinMax", "Percentile", "ChannelPruneConfig", "channel_groups",
@@ -52,5 +61,6 @@ __all__ = [
     "SmallCNN", "SmallCNNConfig", "TinyMobileNetV2", "export_onnx", "export_onnx_qdq", "FineGrainedConfig",
     "FineGrainedPruner", "layer_sensitivity", "sparsity_report", "QATConfig", "prepare_qat", "strip_qat",
     "QuantizeConfig", "QuantizedGraph", "quantize_graph", "TFLMRunner", "export_tflite", "run_tflm", "to_tflite",
-    "trace", "TrainConfig", "evaluate", "load_checkpoint", "save_checkpoint", "train",
+    "trace", "TrainConfig", "evaluate", "load_checkpoint", "save_checkpoint", "train", "mask_plan", "make_loader",
+    "NMPattern", "plot_sensitivity", "plot_sparsity", "satisfies_nm", "predict",
 ]
