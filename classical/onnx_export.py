@@ -34,7 +34,6 @@ True
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import os
 import warnings
@@ -55,6 +54,7 @@ from tinyqml.classical.graph import (
     MaxPool2D,
     Reshape,
 )
+from tinyqml.classical.optional import ONNX_INSTALL, require
 from tinyqml.classical.quantize import QuantizedGraph, QuantizedNode
 from tinyqml.classical.tflite_export import as_qgraph, output_path, write_file
 
@@ -62,15 +62,10 @@ __all__ = ["OnnxOptions", "export_onnx", "to_onnx_qdq", "export_onnx_qdq", "run_
 
 log = logging.getLogger(__name__)
 
-_INSTALL = "pip install onnx onnxruntime  (or: pip install 'tinyqml[classical]')"
 _LEGACY_WARNINGS = ("You are using the legacy TorchScript-based ONNX export", "The feature will be removed")
 
 
-def _import(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise ExportError(f"ONNX export needs the {name.split('.')[0]} package: {_INSTALL}") from exc
+_import = functools.partial(require, purpose="ONNX export", install=ONNX_INSTALL)
 
 
 @dataclass(frozen=True)

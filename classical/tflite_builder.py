@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,21 +50,17 @@ from typing import Any
 import numpy as np
 
 from tinyqml.classical.errors import ExportError
+from tinyqml.classical.optional import TFLITE_INSTALL, require
 
 __all__ = ["Op", "TensorType", "Padding", "FusedActivation", "Quant", "TFLiteBuilder", "SingleOpCase",
            "random_single_op_model", "verification_cases", "tflm_reference", "schema"]
 
 _SCHEMA = "tflite_micro.tensorflow.lite.micro.python.schema_py_generated"
 _RUNTIME = "tflite_micro.python.tflite_micro.runtime"
-_INSTALL = "pip install tflite-micro flatbuffers  (or: pip install 'tinyqml[classical]')"
 _ALIGN = 16
 
 
-def _import(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise ExportError(f"building TFLite models needs the tflite-micro package: {_INSTALL}") from exc
+_import = functools.partial(require, purpose="building TFLite models", install=TFLITE_INSTALL)
 
 
 def schema() -> Any:

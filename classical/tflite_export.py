@@ -28,7 +28,6 @@ True
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import os
 import re
@@ -50,7 +49,8 @@ from tinyqml.classical.graph import (
     MaxPool2D,
     Reshape,
 )
-from tinyqml.classical.quantize import QuantizedGraph, QuantizedNode, TensorQuant
+from tinyqml.classical.optional import TFLITE_INSTALL, require
+from tinyqml.classical.quantize import QuantizedGraph, QuantizedNode
 from tinyqml.classical.tflite_builder import FusedActivation, Op, Padding, Quant, TensorType, TFLiteBuilder
 from tinyqml.classical.tflite_builder import schema as _schema
 
@@ -59,7 +59,6 @@ __all__ = ["TFLiteOptions", "to_tflite", "export_tflite", "as_qgraph", "operator
 
 log = logging.getLogger(__name__)
 
-_INSTALL = "pip install tflite-micro flatbuffers  (or: pip install 'tinyqml[classical]')"
 
 _SAME, _VALID = int(Padding.SAME), int(Padding.VALID)
 _FLOAT32, _INT32, _INT8 = int(TensorType.FLOAT32), int(TensorType.INT32), int(TensorType.INT8)
@@ -67,11 +66,7 @@ _ACT = {Activation.NONE: FusedActivation.NONE, Activation.RELU: FusedActivation.
         Activation.RELU6: FusedActivation.RELU6}
 
 
-def _import(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise ExportError(f"TFLite export and TFLite Micro need the tflite-micro package: {_INSTALL}") from exc
+_import = functools.partial(require, purpose="TFLite export and TFLite Micro", install=TFLITE_INSTALL)
 
 
 @dataclass(frozen=True)

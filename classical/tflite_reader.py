@@ -27,7 +27,6 @@ True
 from __future__ import annotations
 
 import enum
-import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,14 +35,12 @@ from typing import Any, Union
 import numpy as np
 
 from tinyqml.classical.errors import ExportError
+from tinyqml.classical.tflite_builder import schema as _schema
 
 __all__ = ["UnsupportedOperatorError", "DType", "Padding", "Activation", "Tensor", "ConvOptions",
            "DepthwiseOptions", "FullyConnectedOptions", "PoolOptions", "ElementwiseOptions", "SoftmaxOptions",
            "ReshapeOptions", "ReducerOptions", "NoOptions", "Options", "Operator", "TFLiteModel", "read_tflite",
            "check_supported", "SUPPORTED_OPS"]
-
-_SCHEMA = "tflite_micro.tensorflow.lite.micro.python.schema_py_generated"
-_INSTALL = "pip install tflite-micro flatbuffers  (or: pip install 'tinyqml[classical]')"
 
 
 class UnsupportedOperatorError(ExportError):
@@ -237,14 +234,6 @@ class TFLiteModel:
 
 
 # -- parsing -----------------------------------------------------------------------------------------------
-
-def _schema() -> Any:
-    try:
-        importlib.import_module("flatbuffers")
-        return importlib.import_module(_SCHEMA)
-    except ImportError as exc:
-        raise ExportError(f"reading .tflite files needs the tflite-micro package: {_INSTALL}") from exc
-
 
 def _text(value: Any) -> str:
     if value is None:
