@@ -40,42 +40,39 @@ class Activation(enum.Enum):
     RELU6 = "relu6"
 
 
+class _OneInput:
+    """Nodes reading one tensor, ``input``."""
+
+    input: str
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.input,)
+
+
 @dataclass(frozen=True, eq=False)
-class Conv2D:
+class _Convolution(_OneInput):
+    input: str
+    output: str
+    weight: np.ndarray
+    bias: np.ndarray
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    activation: Activation = Activation.NONE
+
+
+@dataclass(frozen=True, eq=False)
+class Conv2D(_Convolution):
     """``weight`` [out, kh, kw, in], ``bias`` [out]; explicit zero padding ``(top, bottom, left, right)``."""
 
-    input: str
-    output: str
-    weight: np.ndarray
-    bias: np.ndarray
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
-    activation: Activation = Activation.NONE
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.input,)
-
 
 @dataclass(frozen=True, eq=False)
-class DepthwiseConv2D:
+class DepthwiseConv2D(_Convolution):
     """``weight`` [1, kh, kw, channels] (TFLite's layout, depth multiplier 1), ``bias`` [channels]."""
 
-    input: str
-    output: str
-    weight: np.ndarray
-    bias: np.ndarray
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
-    activation: Activation = Activation.NONE
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.input,)
-
 
 @dataclass(frozen=True, eq=False)
-class FullyConnected:
+class FullyConnected(_OneInput):
     """``weight`` [out, in], ``bias`` [out] on a [batch, in] input."""
 
     input: str
@@ -83,10 +80,6 @@ class FullyConnected:
     weight: np.ndarray
     bias: np.ndarray
     activation: Activation = Activation.NONE
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.input,)
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +97,7 @@ class Add:
 
 
 @dataclass(frozen=True, eq=False)
-class AvgPool2D:
+class AvgPool2D(_OneInput):
     """Average over ``filter`` windows (no padding); a global average pool is ``filter == (H, W)``."""
 
     input: str
@@ -112,13 +105,9 @@ class AvgPool2D:
     filter: tuple[int, int]
     stride: tuple[int, int]
 
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.input,)
-
 
 @dataclass(frozen=True, eq=False)
-class MaxPool2D:
+class MaxPool2D(_OneInput):
     """Maximum over ``filter`` windows (no padding)."""
 
     input: str
@@ -126,22 +115,14 @@ class MaxPool2D:
     filter: tuple[int, int]
     stride: tuple[int, int]
 
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.input,)
-
 
 @dataclass(frozen=True, eq=False)
-class Reshape:
+class Reshape(_OneInput):
     """Row-major reshape of an NHWC tensor to ``shape`` (batch first)."""
 
     input: str
     output: str
     shape: tuple[int, ...]
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.input,)
 
 
 Node = Union[Conv2D, DepthwiseConv2D, FullyConnected, Add, AvgPool2D, MaxPool2D, Reshape]
