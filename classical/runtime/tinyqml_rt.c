@@ -15,6 +15,12 @@
 #define TQ_INT32_MAX ((int32_t)0x7fffffff)
 #define TQ_INT32_MIN ((int32_t)(-TQ_INT32_MAX - 1))
 
+#if defined(__GNUC__) || defined(__clang__)
+#define TQ_RESTRICT __restrict__
+#else
+#define TQ_RESTRICT restrict
+#endif
+
 static inline int32_t wadd(int32_t a, int32_t b) { return (int32_t)((uint32_t)a + (uint32_t)b); }
 static inline int32_t wsub(int32_t a, int32_t b) { return (int32_t)((uint32_t)a - (uint32_t)b); }
 static inline int32_t wshl(int32_t a, int s) { return (int32_t)((uint32_t)a << s); }
@@ -55,19 +61,66 @@ static inline int8_t requant(int32_t acc, int32_t m, int32_t s, int32_t off, int
     return (int8_t)clamp32(mbqm(acc, m, s) + off, lo, hi);
 }
 
-/* ---------------------------------------------------------------- CONV_2D */
+/*
+ * Fast MultiplyByQuantizedMultiplier: one 64-bit multiply, one add, one shift. Identical to mbqm for
+ * every int32 x when the right shift is at most 31, the left shift at most 31, and the multiplier is
+ * not INT32_MIN (rq.slow is set otherwise and callers use mbqm). Proof sketch, with ab = (x << left) * m:
+ *  - SaturatingRoundingDoublingHighMul is (ab + nudge) / 2^31 truncated; for ab >= 0 that is
+ *    floor((ab + 2^30) / 2^31), and for ab < 0, trunc((ab + 1 - 2^30) / 2^31) = floor((ab + 2^30) / 2^31)
+ *    too, so srdhm = floor(B / 2^31) with B = ab + 2^30 (no saturation: only MIN * MIN saturates);
+ *  - RoundingDivideByPOT(v, e) for e >= 1 is floor((v + 2^(e-1) - [v < 0]) / 2^e) (round half away
+ *    from zero), and v < 0 exactly when B < 0;
+ *  - floor((floor(B / 2^31) + c) / 2^e) = floor((B + c 2^31) / 2^(31+e)) for an integer c.
+ * So mbqm = (B + (2^(e-1) << 31) - [B < 0 and e > 0] 2^31) >> (31 + e), computed in int64 without
+ * overflow (|ab| < 2^62, the added terms below 2^62). The result of an arithmetic right shift of a
+ * negative int64 is implementation-defined in C99; gcc and every target we build for shift arithmetically.
+ */
+typedef struct {
+    int64_t rnd;    /* 2^30 + (2^(e-1) << 31) */
+    int64_t neg;    /* 2^31 when e > 0 */
+    int32_t m, s;
+    int lsh, tsh;
+    int slow;
+} rq_t;
 
-static int32_t dot_s8(const int8_t *a, const int8_t *b, int32_t n)
+static inline rq_t rq_make(int32_t m, int32_t s)
 {
-    int32_t s = 0, i;
-    for (i = 0; i < n; ++i) {
-        s += (int16_t)a[i] * (int16_t)b[i];
+    rq_t r;
+    int right = s > 0 ? 0 : -s;
+    r.m = m;
+    r.s = s;
+    r.lsh = s > 0 ? s : 0;
+    r.slow = right > 31 || r.lsh > 31 || m == TQ_INT32_MIN;
+    if (r.slow) {
+        right = 0;
+        r.lsh = 0;
     }
-    return s;
+    r.tsh = 31 + right;
+    r.rnd = ((int64_t)1 << 30) + ((((int64_t)1 << right) >> 1) << 31);
+    r.neg = right > 0 ? ((int64_t)1 << 31) : 0;
+    return r;
 }
 
-/* sum of (a[i] + off) * b[i]: |a + off| <= 255, so each product fits in int16 */
-static int32_t dot_s8_offset(const int8_t *a, const int8_t *b, int32_t n, int32_t off)
+static inline int32_t rq_fast(const rq_t *r, int32_t x)
+{
+    const int64_t b = (int64_t)wshl(x, r->lsh) * r->m;
+    return (int32_t)((b + r->rnd - (((b + ((int64_t)1 << 30)) >> 63) & r->neg)) >> r->tsh);
+}
+
+static inline int32_t rq_mbqm(const rq_t *r, int32_t x)
+{
+    return r->slow ? mbqm(x, r->m, r->s) : rq_fast(r, x);
+}
+
+static inline int8_t rq_out(const rq_t *r, int32_t acc, int32_t off, int32_t lo, int32_t hi)
+{
+    return (int8_t)clamp32(rq_mbqm(r, acc) + off, lo, hi);
+}
+
+/* ---------------------------------------------------------------- CONV_2D */
+
+/* int8 dot products: int16 products (|a * b| <= 2^14, or <= 255 * 128 with an offset), int32 sums */
+static int32_t dot_s8_offset(const int8_t *TQ_RESTRICT a, const int8_t *TQ_RESTRICT b, int32_t n, int32_t off)
 {
     int32_t s = 0, i;
     for (i = 0; i < n; ++i) {
@@ -76,37 +129,204 @@ static int32_t dot_s8_offset(const int8_t *a, const int8_t *b, int32_t n, int32_
     return s;
 }
 
-static void conv_pixel_fast(const tq_conv_t *p, const int8_t *xb, int32_t iy0, int32_t ix0, int interior,
-                            int8_t *yp)
+/* s[j] += sum a[i] * bj[i]: one shared vector against four (the shared one loaded once) */
+static inline void dot4(const int8_t *TQ_RESTRICT a, const int8_t *TQ_RESTRICT b0, const int8_t *TQ_RESTRICT b1,
+                        const int8_t *TQ_RESTRICT b2, const int8_t *TQ_RESTRICT b3, int32_t n, int32_t *TQ_RESTRICT s)
 {
-    /* one group, dilation_w 1: the valid taps of a filter row are contiguous in x and in the weights */
-    const int32_t row_len = p->k_w * p->in_c;
-    const int32_t filt = p->k_h * row_len;
-    const int32_t kx0 = ix0 < 0 ? -ix0 : 0;
-    const int32_t kx1 = p->k_w < p->in_w - ix0 ? p->k_w : p->in_w - ix0;
-    const int32_t seg = (kx1 - kx0) * p->in_c;
-    int32_t oc, ky;
-    for (oc = 0; oc < p->out_c; ++oc) {
-        const int8_t *w0 = p->weights + (size_t)oc * filt + (size_t)kx0 * p->in_c;
-        int32_t acc;
-        if (interior) {
-            acc = p->bias_full[oc];
-            for (ky = 0; ky < p->k_h; ++ky) {
-                acc += dot_s8(xb + ((size_t)(iy0 + ky * p->dil_h) * p->in_w + ix0) * p->in_c,
-                              w0 + (size_t)ky * row_len, row_len);
+    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, i;
+    for (i = 0; i < n; ++i) {
+        const int16_t av = a[i];
+        s0 += av * (int16_t)b0[i];
+        s1 += av * (int16_t)b1[i];
+        s2 += av * (int16_t)b2[i];
+        s3 += av * (int16_t)b3[i];
+    }
+    s[0] += s0;
+    s[1] += s1;
+    s[2] += s2;
+    s[3] += s3;
+}
+
+static inline int32_t dot1(const int8_t *TQ_RESTRICT a, const int8_t *TQ_RESTRICT b, int32_t n)
+{
+    int32_t s = 0, i;
+    for (i = 0; i < n; ++i) {
+        s += (int16_t)a[i] * (int16_t)b[i];
+    }
+    return s;
+}
+
+/* one group, dilation_w 1: the valid taps of a filter row are contiguous in x and in the weights.
+   Output channel outermost (its weights and requantization hoisted), four interior pixels per pass. */
+static void conv_one_group(const tq_conv_t *p, const int8_t *x, int8_t *TQ_RESTRICT y)
+{
+    const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c, out_h = p->out_h, out_w = p->out_w;
+    const int32_t out_c = p->out_c, k_h = p->k_h, k_w = p->k_w, sh = p->stride_h, sw = p->stride_w;
+    const int32_t dil_h = p->dil_h, pad_h = p->pad_h, pad_w = p->pad_w, batches = p->batches;
+    const int32_t in_off = p->in_offset, out_off = p->out_offset, lo = p->act_min, hi = p->act_max;
+    const int32_t row_len = k_w * in_c, filt = k_h * row_len;
+    const size_t in_img = (size_t)in_h * in_w * in_c, out_img = (size_t)out_h * out_w * out_c;
+    const size_t xstep = (size_t)sw * in_c;
+    const int flat = k_h == 1 && k_w == 1 && sh == 1 && sw == 1 && pad_h == 0 && pad_w == 0 && in_h == out_h
+                     && in_w == out_w;
+    const int32_t *bias_full = p->bias_full, *bias = p->bias;
+    /* interior columns: ix0 >= 0 and ix0 + k_w <= in_w */
+    int32_t ox_lo = (pad_w + sw - 1) / sw, ox_hi = in_w - k_w + pad_w >= 0 ? (in_w - k_w + pad_w) / sw + 1 : 0;
+    int32_t oc;
+    if (ox_hi > out_w) {
+        ox_hi = out_w;
+    }
+    if (ox_lo > ox_hi) {
+        ox_lo = ox_hi;
+    }
+    for (oc = 0; oc < out_c; ++oc) {
+        const int8_t *w = p->weights + (size_t)oc * filt;
+        const rq_t rq = rq_make(p->mult[oc], p->shift[oc]);
+        const int32_t bf = bias_full[oc], b0 = bias ? bias[oc] : 0;
+        int32_t b, oy, ox;
+        if (flat) {
+            const int32_t n = batches * out_h * out_w;
+            int32_t i = 0;
+            for (; i + 4 <= n; i += 4) {
+                const int8_t *xp = x + (size_t)i * in_c;
+                int32_t s[4] = {0, 0, 0, 0};
+                int8_t *yp = y + (size_t)i * out_c + oc;
+                dot4(w, xp, xp + in_c, xp + 2 * in_c, xp + 3 * in_c, in_c, s);
+                yp[0] = rq_out(&rq, wadd(bf, s[0]), out_off, lo, hi);
+                yp[out_c] = rq_out(&rq, wadd(bf, s[1]), out_off, lo, hi);
+                yp[2 * out_c] = rq_out(&rq, wadd(bf, s[2]), out_off, lo, hi);
+                yp[3 * out_c] = rq_out(&rq, wadd(bf, s[3]), out_off, lo, hi);
             }
-        } else {
-            acc = p->bias ? p->bias[oc] : 0;
-            for (ky = 0; ky < p->k_h; ++ky) {
-                const int32_t iy = iy0 + ky * p->dil_h;
-                if (iy < 0 || iy >= p->in_h || seg <= 0) {
-                    continue;
+            for (; i < n; ++i) {
+                y[(size_t)i * out_c + oc] = rq_out(&rq, wadd(bf, dot1(w, x + (size_t)i * in_c, in_c)), out_off, lo, hi);
+            }
+            continue;
+        }
+        for (b = 0; b < batches; ++b) {
+            const int8_t *xb = x + (size_t)b * in_img;
+            int8_t *yb = y + (size_t)b * out_img + oc;
+            for (oy = 0; oy < out_h; ++oy) {
+                const int32_t iy0 = oy * sh - pad_h;
+                const int rows_in = iy0 >= 0 && iy0 + (k_h - 1) * dil_h < in_h;
+                int8_t *yrow = yb + (size_t)oy * out_w * out_c;
+                int32_t a = 0, e = 0;
+                if (rows_in) {
+                    a = ox_lo;
+                    e = ox_hi;
+                    for (ox = a; ox + 4 <= e; ox += 4) {
+                        int32_t s[4] = {0, 0, 0, 0}, ky;
+                        const int32_t ix0 = ox * sw - pad_w;
+                        for (ky = 0; ky < k_h; ++ky) {
+                            const int8_t *xp = xb + ((size_t)(iy0 + ky * dil_h) * in_w + ix0) * in_c;
+                            dot4(w + (size_t)ky * row_len, xp, xp + xstep, xp + 2 * xstep, xp + 3 * xstep, row_len, s);
+                        }
+                        yrow[(size_t)ox * out_c] = rq_out(&rq, wadd(bf, s[0]), out_off, lo, hi);
+                        yrow[(size_t)(ox + 1) * out_c] = rq_out(&rq, wadd(bf, s[1]), out_off, lo, hi);
+                        yrow[(size_t)(ox + 2) * out_c] = rq_out(&rq, wadd(bf, s[2]), out_off, lo, hi);
+                        yrow[(size_t)(ox + 3) * out_c] = rq_out(&rq, wadd(bf, s[3]), out_off, lo, hi);
+                    }
+                    for (; ox < e; ++ox) {
+                        const int32_t ix0 = ox * sw - pad_w;
+                        int32_t acc = bf, ky;
+                        for (ky = 0; ky < k_h; ++ky) {
+                            acc = wadd(acc, dot1(w + (size_t)ky * row_len,
+                                                 xb + ((size_t)(iy0 + ky * dil_h) * in_w + ix0) * in_c, row_len));
+                        }
+                        yrow[(size_t)ox * out_c] = rq_out(&rq, acc, out_off, lo, hi);
+                    }
                 }
-                acc += dot_s8_offset(xb + ((size_t)iy * p->in_w + ix0 + kx0) * p->in_c, w0 + (size_t)ky * row_len,
-                                     seg, p->in_offset);
+                for (ox = 0; ox < out_w; ++ox) {
+                    /* border pixels: bias + sum over the valid taps of (x + in_offset) * w */
+                    const int32_t ix0 = ox * sw - pad_w;
+                    const int32_t kx0 = ix0 < 0 ? -ix0 : 0;
+                    const int32_t kx1 = k_w < in_w - ix0 ? k_w : in_w - ix0;
+                    const int32_t seg = (kx1 - kx0) * in_c;
+                    int32_t acc = b0, ky;
+                    if (ox == a && e > a) {
+                        ox = e - 1;
+                        continue;
+                    }
+                    for (ky = 0; ky < k_h && seg > 0; ++ky) {
+                        const int32_t iy = iy0 + ky * dil_h;
+                        if (iy < 0 || iy >= in_h) {
+                            continue;
+                        }
+                        acc = wadd(acc, dot_s8_offset(xb + ((size_t)iy * in_w + ix0 + kx0) * in_c,
+                                                      w + (size_t)ky * row_len + (size_t)kx0 * in_c, seg, in_off));
+                    }
+                    yrow[(size_t)ox * out_c] = rq_out(&rq, acc, out_off, lo, hi);
+                }
             }
         }
-        yp[oc] = requant(acc, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
+    }
+}
+
+
+/* small filters (k_h * k_w * in_c <= TQ_SF_TAPS, e.g. a 3x3 stem on 1-3 channels): 16 output channels
+   at a time over a transposed copy of their weights (zeros past out_c), vectorized over the channels;
+   a tap outside the image reads the input zero point, which contributes exactly zero with bias_full. */
+#define TQ_SF_TAPS 32
+#define TQ_SF_OC 16
+static void conv_small_filter(const tq_conv_t *p, const int8_t *x, int8_t *TQ_RESTRICT y)
+{
+    const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c, out_h = p->out_h, out_w = p->out_w;
+    const int32_t out_c = p->out_c, k_h = p->k_h, k_w = p->k_w, sh = p->stride_h, sw = p->stride_w;
+    const int32_t dil_h = p->dil_h, dil_w = p->dil_w, pad_h = p->pad_h, pad_w = p->pad_w;
+    const int32_t out_off = p->out_offset, lo = p->act_min, hi = p->act_max, zp = -p->in_offset;
+    const int32_t filt = k_h * k_w * in_c;
+    const size_t in_img = (size_t)in_h * in_w * in_c;
+    int16_t wt[TQ_SF_TAPS * TQ_SF_OC];
+    int16_t patch[TQ_SF_TAPS];
+    int32_t acc[TQ_SF_OC];
+    rq_t rq[TQ_SF_OC];
+    int32_t oc0;
+    for (oc0 = 0; oc0 < out_c; oc0 += TQ_SF_OC) {
+        const int32_t nc = out_c - oc0 < TQ_SF_OC ? out_c - oc0 : TQ_SF_OC;
+        int32_t j, t, b, oy, ox;
+        for (t = 0; t < filt; ++t) {
+            for (j = 0; j < TQ_SF_OC; ++j) {
+                wt[t * TQ_SF_OC + j] = j < nc ? p->weights[(size_t)(oc0 + j) * filt + t] : 0;
+            }
+        }
+        for (j = 0; j < nc; ++j) {
+            rq[j] = rq_make(p->mult[oc0 + j], p->shift[oc0 + j]);
+        }
+        for (b = 0; b < p->batches; ++b) {
+            const int8_t *xb = x + (size_t)b * in_img;
+            for (oy = 0; oy < out_h; ++oy) {
+                const int32_t iy0 = oy * sh - pad_h;
+                for (ox = 0; ox < out_w; ++ox) {
+                    const int32_t ix0 = ox * sw - pad_w;
+                    int8_t *yp = y + (((size_t)b * out_h + oy) * out_w + ox) * out_c + oc0;
+                    int32_t ky, kx, ic;
+                    t = 0;
+                    for (ky = 0; ky < k_h; ++ky) {
+                        const int32_t iy = iy0 + ky * dil_h;
+                        for (kx = 0; kx < k_w; ++kx) {
+                            const int32_t ix = ix0 + kx * dil_w;
+                            const int valid = iy >= 0 && iy < in_h && ix >= 0 && ix < in_w;
+                            const int8_t *xp = xb + ((size_t)(valid ? iy : 0) * in_w + (valid ? ix : 0)) * in_c;
+                            for (ic = 0; ic < in_c; ++ic) {
+                                patch[t++] = (int16_t)(valid ? xp[ic] : zp);
+                            }
+                        }
+                    }
+                    for (j = 0; j < TQ_SF_OC; ++j) {
+                        acc[j] = 0;
+                    }
+                    for (t = 0; t < filt; ++t) {
+                        const int16_t xv = patch[t];
+                        const int16_t *w = wt + t * TQ_SF_OC;
+                        for (j = 0; j < TQ_SF_OC; ++j) {
+                            acc[j] += xv * w[j];
+                        }
+                    }
+                    for (j = 0; j < nc; ++j) {
+                        yp[j] = rq_out(&rq[j], wadd(p->bias_full[oc0 + j], acc[j]), out_off, lo, hi);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -144,22 +364,22 @@ static void conv_pixel_general(const tq_conv_t *p, const int8_t *xb, int32_t iy0
 
 void tq_conv2d(const tq_conv_t *p, const int8_t *x, int8_t *y)
 {
-    const int one_group = p->filter_c == p->in_c;
     int32_t b, oy, ox;
+    if (p->filter_c == p->in_c && p->k_h * p->k_w * p->in_c <= TQ_SF_TAPS && p->k_h * p->k_w > 1) {
+        conv_small_filter(p, x, y);
+        return;
+    }
+    if (p->filter_c == p->in_c && p->dil_w == 1) {
+        conv_one_group(p, x, y);
+        return;
+    }
     for (b = 0; b < p->batches; ++b) {
         const int8_t *xb = x + (size_t)b * p->in_h * p->in_w * p->in_c;
         for (oy = 0; oy < p->out_h; ++oy) {
             const int32_t iy0 = oy * p->stride_h - p->pad_h;
-            const int rows_in = iy0 >= 0 && iy0 + (p->k_h - 1) * p->dil_h < p->in_h;
             for (ox = 0; ox < p->out_w; ++ox) {
                 const int32_t ix0 = ox * p->stride_w - p->pad_w;
-                int8_t *yp = y + (((size_t)b * p->out_h + oy) * p->out_w + ox) * p->out_c;
-                const int interior = rows_in && ix0 >= 0 && ix0 + (p->k_w - 1) * p->dil_w < p->in_w;
-                if (one_group && p->dil_w == 1) {
-                    conv_pixel_fast(p, xb, iy0, ix0, interior, yp);
-                } else {
-                    conv_pixel_general(p, xb, iy0, ix0, yp);
-                }
+                conv_pixel_general(p, xb, iy0, ix0, y + (((size_t)b * p->out_h + oy) * p->out_w + ox) * p->out_c);
             }
         }
     }
@@ -169,38 +389,67 @@ void tq_conv2d(const tq_conv_t *p, const int8_t *x, int8_t *y)
 
 static void dw_accumulate(const tq_conv_t *p, const int8_t *xp, const int8_t *wp, int32_t *acc, int32_t off)
 {
-    const int32_t c_out = p->out_c;
-    int32_t c;
-    if (p->depth_mult == 1) {
-        if (off == 0) {
-            for (c = 0; c < c_out; ++c) {
-                acc[c] += (int32_t)xp[c] * wp[c];
-            }
-        } else {
-            for (c = 0; c < c_out; ++c) {
-                acc[c] += ((int32_t)xp[c] + off) * wp[c];
-            }
-        }
-    } else {
-        const int32_t m_count = p->depth_mult;
-        int32_t ic, m;
-        for (ic = 0; ic < p->in_c; ++ic) {
-            const int32_t xv = (int32_t)xp[ic] + off;
-            const int8_t *w = wp + (size_t)ic * m_count;
-            int32_t *a = acc + (size_t)ic * m_count;
-            for (m = 0; m < m_count; ++m) {
-                a[m] += xv * w[m];
-            }
+    const int32_t m_count = p->depth_mult;
+    int32_t ic, m;
+    for (ic = 0; ic < p->in_c; ++ic) {
+        const int32_t xv = (int32_t)xp[ic] + off;
+        const int8_t *w = wp + (size_t)ic * m_count;
+        int32_t *a = acc + (size_t)ic * m_count;
+        for (m = 0; m < m_count; ++m) {
+            a[m] += xv * w[m];
         }
     }
 }
+
+#define TQ_DW_CHUNK 128
+
+/* depth multiplier 1, 3x3: acc = bias_full + the nine taps (a tap outside the image reads a row of
+   input zero points, which contributes exactly zero once bias_full's in_offset * sum(w) is counted) */
+static void dw_taps9(const int8_t *const *xt, const int8_t *TQ_RESTRICT w, int32_t c_out, int32_t c0, int32_t n,
+                     const int32_t *TQ_RESTRICT bf, int32_t *TQ_RESTRICT acc)
+{
+    const int8_t *TQ_RESTRICT x0 = xt[0], *TQ_RESTRICT x1 = xt[1], *TQ_RESTRICT x2 = xt[2];
+    const int8_t *TQ_RESTRICT x3 = xt[3], *TQ_RESTRICT x4 = xt[4], *TQ_RESTRICT x5 = xt[5];
+    const int8_t *TQ_RESTRICT x6 = xt[6], *TQ_RESTRICT x7 = xt[7], *TQ_RESTRICT x8 = xt[8];
+    const int8_t *TQ_RESTRICT w0 = w + c0, *TQ_RESTRICT w1 = w0 + c_out, *TQ_RESTRICT w2 = w1 + c_out;
+    const int8_t *TQ_RESTRICT w3 = w2 + c_out, *TQ_RESTRICT w4 = w3 + c_out, *TQ_RESTRICT w5 = w4 + c_out;
+    const int8_t *TQ_RESTRICT w6 = w5 + c_out, *TQ_RESTRICT w7 = w6 + c_out, *TQ_RESTRICT w8 = w7 + c_out;
+    int32_t c;
+    bf += c0;
+    acc += c0;
+    for (c = 0; c < n; ++c) {
+        int32_t s = (int16_t)x0[c] * (int16_t)w0[c] + (int16_t)x1[c] * (int16_t)w1[c]
+                    + (int16_t)x2[c] * (int16_t)w2[c];
+        s += (int16_t)x3[c] * (int16_t)w3[c] + (int16_t)x4[c] * (int16_t)w4[c] + (int16_t)x5[c] * (int16_t)w5[c];
+        s += (int16_t)x6[c] * (int16_t)w6[c] + (int16_t)x7[c] * (int16_t)w7[c] + (int16_t)x8[c] * (int16_t)w8[c];
+        acc[c] = bf[c] + s;
+    }
+}
+
+static void dw_tap(const int8_t *TQ_RESTRICT x, const int8_t *TQ_RESTRICT w, int32_t n, int32_t *TQ_RESTRICT acc)
+{
+    int32_t c;
+    for (c = 0; c < n; ++c) {
+        acc[c] += (int16_t)x[c] * (int16_t)w[c];
+    }
+}
+
+#define TQ_DW_MAX_TAPS 64
 
 void tq_depthwise_conv2d(const tq_conv_t *p, const int8_t *x, int8_t *y, int32_t *acc, int8_t *ring,
                          int in_place)
 {
     const size_t row_bytes = (size_t)p->in_w * p->in_c;
-    const int32_t c_out = p->out_c;
+    const int32_t c_out = p->out_c, k_h = p->k_h, k_w = p->k_w, in_h = p->in_h, in_w = p->in_w;
+    const int32_t out_off = p->out_offset, lo = p->act_min, hi = p->act_max;
+    const int fast = p->depth_mult == 1 && k_h * k_w <= TQ_DW_MAX_TAPS;
+    int8_t zrow[TQ_DW_CHUNK];
+    int any_slow = 0;
     int32_t b, oy, ox, c;
+    memset(zrow, (int)(int8_t)(-p->in_offset), sizeof zrow);
+    for (c = 0; c < c_out; ++c) {
+        any_slow |= rq_make(p->mult[c], p->shift[c]).slow;
+    }
     for (b = 0; b < p->batches; ++b) {
         const int8_t *xb = x + (size_t)b * p->in_h * row_bytes;
         int8_t *yb = y + (size_t)b * p->out_h * p->out_w * c_out;
@@ -220,35 +469,72 @@ void tq_depthwise_conv2d(const tq_conv_t *p, const int8_t *x, int8_t *y, int32_t
             }
             for (ox = 0; ox < p->out_w; ++ox) {
                 const int32_t ix0 = ox * p->stride_w - p->pad_w;
-                const int interior = rows_in && ix0 >= 0 && ix0 + (p->k_w - 1) * p->dil_w < p->in_w;
-                const int32_t off = interior ? 0 : p->in_offset;
                 int8_t *yp = yb + ((size_t)oy * p->out_w + ox) * c_out;
                 int32_t kx;
-                if (interior) {
-                    memcpy(acc, p->bias_full, sizeof(int32_t) * (size_t)c_out);
-                } else if (p->bias) {
-                    memcpy(acc, p->bias, sizeof(int32_t) * (size_t)c_out);
-                } else {
-                    memset(acc, 0, sizeof(int32_t) * (size_t)c_out);
-                }
-                for (ky = 0; ky < p->k_h; ++ky) {
-                    const int32_t iy = iy0 + ky * p->dil_h;
-                    const int8_t *xrow;
-                    if (iy < 0 || iy >= p->in_h) {
-                        continue;
+                if (fast) {
+                    const int8_t *tap[TQ_DW_MAX_TAPS];
+                    const int8_t *xt[TQ_DW_MAX_TAPS];
+                    int32_t c0, t;
+                    for (ky = 0; ky < k_h; ++ky) {
+                        const int32_t iy = iy0 + ky * p->dil_h;
+                        const int8_t *xrow = iy < 0 || iy >= in_h ? 0
+                                             : in_place ? ring + (size_t)(iy % k_h) * row_bytes
+                                                        : xb + (size_t)iy * row_bytes;
+                        for (kx = 0; kx < k_w; ++kx) {
+                            const int32_t ix = ix0 + kx * p->dil_w;
+                            tap[ky * k_w + kx] = xrow && ix >= 0 && ix < in_w ? xrow + (size_t)ix * c_out : 0;
+                        }
                     }
-                    xrow = in_place ? ring + (size_t)(iy % p->k_h) * row_bytes : xb + (size_t)iy * row_bytes;
-                    for (kx = 0; kx < p->k_w; ++kx) {
-                        const int32_t ix = ix0 + kx * p->dil_w;
-                        if (ix < 0 || ix >= p->in_w) {
+                    for (c0 = 0; c0 < c_out; c0 += TQ_DW_CHUNK) {
+                        const int32_t n = c_out - c0 < TQ_DW_CHUNK ? c_out - c0 : TQ_DW_CHUNK;
+                        for (t = 0; t < k_h * k_w; ++t) {
+                            xt[t] = tap[t] ? tap[t] + c0 : zrow;
+                        }
+                        if (k_h * k_w == 9) {
+                            dw_taps9(xt, p->weights, c_out, c0, n, p->bias_full, acc);
+                        } else {
+                            memcpy(acc + c0, p->bias_full + c0, sizeof(int32_t) * (size_t)n);
+                            for (t = 0; t < k_h * k_w; ++t) {
+                                dw_tap(xt[t], p->weights + (size_t)t * c_out + c0, n, acc + c0);
+                            }
+                        }
+                    }
+                } else {
+                    const int interior = rows_in && ix0 >= 0 && ix0 + (p->k_w - 1) * p->dil_w < p->in_w;
+                    const int32_t off = interior ? 0 : p->in_offset;
+                    if (interior) {
+                        memcpy(acc, p->bias_full, sizeof(int32_t) * (size_t)c_out);
+                    } else if (p->bias) {
+                        memcpy(acc, p->bias, sizeof(int32_t) * (size_t)c_out);
+                    } else {
+                        memset(acc, 0, sizeof(int32_t) * (size_t)c_out);
+                    }
+                    for (ky = 0; ky < p->k_h; ++ky) {
+                        const int32_t iy = iy0 + ky * p->dil_h;
+                        const int8_t *xrow;
+                        if (iy < 0 || iy >= p->in_h) {
                             continue;
                         }
-                        dw_accumulate(p, xrow + (size_t)ix * p->in_c,
-                                      p->weights + ((size_t)ky * p->k_w + kx) * c_out, acc, off);
+                        xrow = in_place ? ring + (size_t)(iy % p->k_h) * row_bytes : xb + (size_t)iy * row_bytes;
+                        for (kx = 0; kx < p->k_w; ++kx) {
+                            const int32_t ix = ix0 + kx * p->dil_w;
+                            if (ix < 0 || ix >= p->in_w) {
+                                continue;
+                            }
+                            dw_accumulate(p, xrow + (size_t)ix * p->in_c,
+                                          p->weights + ((size_t)ky * p->k_w + kx) * c_out, acc, off);
+                        }
                     }
                 }
-                for (c = 0; c < c_out; ++c) {
-                    yp[c] = requant(acc[c], p->mult[c], p->shift[c], p->out_offset, p->act_min, p->act_max);
+                if (any_slow) {
+                    for (c = 0; c < c_out; ++c) {
+                        yp[c] = requant(acc[c], p->mult[c], p->shift[c], out_off, lo, hi);
+                    }
+                } else {
+                    for (c = 0; c < c_out; ++c) {
+                        const rq_t rq = rq_make(p->mult[c], p->shift[c]);
+                        yp[c] = (int8_t)clamp32(rq_fast(&rq, acc[c]) + out_off, lo, hi);
+                    }
                 }
             }
         }
@@ -259,34 +545,26 @@ void tq_depthwise_conv2d(const tq_conv_t *p, const int8_t *x, int8_t *y, int32_t
 
 void tq_fully_connected(const tq_fc_t *p, const int8_t *x, int8_t *y)
 {
-    const int32_t n = p->in_depth;
-    int32_t b, o, i;
-    for (b = 0; b < p->batches; ++b) {
+    const int32_t n = p->in_depth, out_depth = p->out_depth, batches = p->batches;
+    const int32_t out_off = p->out_offset, lo = p->act_min, hi = p->act_max;
+    const int8_t *weights = p->weights;
+    const int32_t *bias_full = p->bias_full, *mult = p->mult, *shift = p->shift;
+    int32_t b, o;
+    for (b = 0; b < batches; ++b) {
         const int8_t *xb = x + (size_t)b * n;
-        int8_t *yb = y + (size_t)b * p->out_depth;
-        for (o = 0; o + 4 <= p->out_depth; o += 4) {
-            const int8_t *w0 = p->weights + (size_t)o * n;
-            int32_t a0 = p->bias_full[o], a1 = p->bias_full[o + 1], a2 = p->bias_full[o + 2],
-                    a3 = p->bias_full[o + 3];
-            for (i = 0; i < n; ++i) {
-                const int32_t xv = xb[i];
-                a0 += xv * w0[i];
-                a1 += xv * w0[i + n];
-                a2 += xv * w0[i + 2 * n];
-                a3 += xv * w0[i + 3 * n];
+        int8_t *yb = y + (size_t)b * out_depth;
+        for (o = 0; o + 4 <= out_depth; o += 4) {
+            const int8_t *w0 = weights + (size_t)o * n;
+            int32_t s[4] = {0, 0, 0, 0}, j;
+            dot4(xb, w0, w0 + n, w0 + 2 * n, w0 + 3 * n, n, s);
+            for (j = 0; j < 4; ++j) {
+                const rq_t rq = rq_make(mult[o + j], shift[o + j]);
+                yb[o + j] = rq_out(&rq, wadd(bias_full[o + j], s[j]), out_off, lo, hi);
             }
-            yb[o] = requant(a0, p->mult[o], p->shift[o], p->out_offset, p->act_min, p->act_max);
-            yb[o + 1] = requant(a1, p->mult[o + 1], p->shift[o + 1], p->out_offset, p->act_min, p->act_max);
-            yb[o + 2] = requant(a2, p->mult[o + 2], p->shift[o + 2], p->out_offset, p->act_min, p->act_max);
-            yb[o + 3] = requant(a3, p->mult[o + 3], p->shift[o + 3], p->out_offset, p->act_min, p->act_max);
         }
-        for (; o < p->out_depth; ++o) {
-            const int8_t *w0 = p->weights + (size_t)o * n;
-            int32_t acc = p->bias_full[o];
-            for (i = 0; i < n; ++i) {
-                acc += (int32_t)xb[i] * w0[i];
-            }
-            yb[o] = requant(acc, p->mult[o], p->shift[o], p->out_offset, p->act_min, p->act_max);
+        for (; o < out_depth; ++o) {
+            const rq_t rq = rq_make(mult[o], shift[o]);
+            yb[o] = rq_out(&rq, wadd(bias_full[o], dot1(xb, weights + (size_t)o * n, n)), out_off, lo, hi);
         }
     }
 }
@@ -406,11 +684,37 @@ static inline int8_t mul_one(const tq_binary_t *p, int32_t a, int32_t b)
 
 void tq_add(const tq_binary_t *p, const int8_t *a, const int8_t *b, int8_t *y)
 {
+    const rq_t ra = rq_make(p->a_mult, p->a_shift), rb = rq_make(p->b_mult, p->b_shift);
+    const rq_t ro = rq_make(p->out_mult, p->out_shift);
+    if (!p->broadcast && !ra.slow && !rb.slow && !ro.slow && p->left_shift >= 0 && p->left_shift <= 31) {
+        const int32_t n = p->dims[0] * p->dims[1] * p->dims[2] * p->dims[3];
+        const int32_t a_off = p->a_offset, b_off = p->b_offset, ls = p->left_shift;
+        const int32_t out_off = p->out_offset, lo = p->act_min, hi = p->act_max;
+        int32_t i;
+        for (i = 0; i < n; ++i) {
+            const int32_t sa = rq_fast(&ra, wshl(a[i] + a_off, ls));
+            const int32_t sb = rq_fast(&rb, wshl(b[i] + b_off, ls));
+            y[i] = (int8_t)clamp32(rq_fast(&ro, wadd(sa, sb)) + out_off, lo, hi);
+        }
+        return;
+    }
     TQ_BINARY_LOOP(add_one);
 }
 
 void tq_mul(const tq_binary_t *p, const int8_t *a, const int8_t *b, int8_t *y)
 {
+    const rq_t ro = rq_make(p->out_mult, p->out_shift);
+    if (!p->broadcast && !ro.slow) {
+        const int32_t n = p->dims[0] * p->dims[1] * p->dims[2] * p->dims[3];
+        const int32_t a_off = p->a_offset, b_off = p->b_offset;
+        const int32_t out_off = p->out_offset, lo = p->act_min, hi = p->act_max;
+        int32_t i;
+        for (i = 0; i < n; ++i) {
+            const int32_t prod = (a[i] + a_off) * (b[i] + b_off);
+            y[i] = (int8_t)clamp32(rq_fast(&ro, prod) + out_off, lo, hi);
+        }
+        return;
+    }
     TQ_BINARY_LOOP(mul_one);
 }
 

@@ -9,6 +9,12 @@
  * TFLite Micro's Prepare computes them and passed in the parameter structs below.
  *
  * Float appears only in tq_quantize_f32 / tq_dequantize_f32 (the graph edges).
+ *
+ * Requantization in the hot loops uses a one-multiply form of MultiplyByQuantizedMultiplier (see
+ * rq_fast in tinyqml_rt.c) that equals the two-rounding reference for every int32 input whenever the
+ * shifts are in [-31, 31] and the multiplier is not INT32_MIN; other parameters take the reference path.
+ * Stack: the small-filter convolution path keeps about 1.7 KiB of transposed weights, patch and
+ * per-channel requantization constants on the stack, depthwise 128 bytes plus a tap pointer table.
  */
 #ifndef TINYQML_RT_H
 #define TINYQML_RT_H
