@@ -1,13 +1,17 @@
 """C code generation: the generated C99 compiles cleanly (gcc -Werror, ASan/UBSan, arm-none-eabi) and
 its outputs are bit-identical to the TFLite Micro interpreter's, on whole exported models and on
 single-operator models written here with the schema's object API (MUL, SOFTMAX, LOGISTIC, MEAN,
-depth multipliers, dilation, SAME pooling, broadcasting, PADV2, requantizing QUANTIZE, per-channel FC)."""
+depth multipliers, dilation, SAME pooling, broadcasting, PADV2, requantizing QUANTIZE, per-channel FC).
+
+The batched section (tinyqml.classical.verify: many models per program) checks >= 1,000 seeded
+tflite_builder cases over every operator, the TensorFlow-converter fixtures (tests/classical/fixtures),
+ASan/UBSan builds, and Cortex-M4 builds run under qemu-system-arm (outputs equal to the host build's)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +32,11 @@ from tinyqml.classical.codegen import (
 from tinyqml.classical.convert import quantize_model, to_nhwc
 from tinyqml.classical.errors import ExportError
 from tinyqml.classical.models import MobileNetV2Config, SmallCNN, SmallCNNConfig, TinyMobileNetV2
-from tinyqml.classical.tflite_builder import Quant, TensorType, TFLiteBuilder, verification_cases
+from tinyqml.classical.mcu import HostBuild, object_size, tools_available
+from tinyqml.classical.tflite_builder import Op, Quant, TensorType, TFLiteBuilder, verification_cases
 from tinyqml.classical.tflite_export import TFLiteOptions, TFLMRunner, to_tflite
 from tinyqml.classical.tflite_reader import UnsupportedOperatorError
+from tinyqml.classical.verify import VerifyModel, cases_to_models, random_samples, verify_models
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -292,7 +298,10 @@ def _act(rng: np.random.Generator) -> int:
     return int(rng.choice([0, 1, 2, 3]))  # NONE, RELU, RELU_N1_TO_1, RELU6
 
 
-def _conv_like(rng: np.random.Generator, depthwise: bool) -> bytes:
+def _conv_like(rng: np.random.Generator, depthwise: bool, bias_mode: str | None = None) -> bytes:
+    """A random CONV_2D / DEPTHWISE_CONV_2D; ``bias_mode``: None (a bias 85% of the time, always for depthwise:
+    TFLite Micro's DEPTHWISE_CONV_2D crashes without one), "none" (no bias tensor), "zero" (an all-zero
+    one); the rng draws are the same whatever ``bias_mode`` says, so "none" and "zero" give twin models."""
     b = _Builder()
     n_in = int(rng.integers(1, 5))
     h, w = int(rng.integers(3, 10)), int(rng.integers(3, 10))
@@ -314,7 +323,11 @@ def _conv_like(rng: np.random.Generator, depthwise: bool) -> bytes:
     bias = rng.integers(-3000, 3000, n_out).astype(np.int32)
     x = b.tensor((1, h, w, n_in), s_in, _zp(rng))
     wt = b.tensor(wshape, s_w, 0, data=wq, qdim=3 if depthwise else 0)
-    bt = b.tensor((n_out,), bias_scale, 0, dtype=2, data=bias) if rng.random() < 0.85 else -1
+    with_bias = bool(rng.random() < 0.85) or depthwise
+    if bias_mode is not None:
+        with_bias = bias_mode == "zero"
+        bias = np.zeros_like(bias)
+    bt = b.tensor((n_out,), bias_scale, 0, dtype=2, data=bias) if with_bias else -1
     y = b.tensor((1, oh, ow, n_out), s_out, _zp(rng))
     common = dict(padding=padding, strideH=sh, strideW=sw, dilationHFactor=dh, dilationWFactor=dw,
                   fusedActivationFunction=_act(rng))
@@ -470,9 +483,13 @@ def test_single_operator_models_are_bit_exact(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_many_single_operator_models_are_bit_exact(tmp_path: Path) -> None:
+    """The object-API families (PADV2, requantizing QUANTIZE, two-input ADD / MUL, ...), 20 each, batched."""
     rng = np.random.default_rng(7)
-    for k, blob in enumerate(_single_op_models(rng, 8)):
-        _check_single_op(blob, rng, tmp_path / str(k), n=48)
+    models = [VerifyModel(blob, random_samples(blob, rng, 16), lower(blob).steps[0].op.opcode, f"family model {k}")
+              for k, blob in enumerate(_single_op_models(rng, 20))]
+    report = verify_models(models, tmp_path, per_program=90)
+    assert report.ok, report.failure_report()
+    assert len(report.outcomes) == 180 and {"PADV2", "QUANTIZE", "MUL", "MEAN"} <= set(report.counts())
 
 
 MAIN_CASE = r"""
@@ -531,9 +548,10 @@ def test_tflite_builder_cases_are_bit_exact(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_more_tflite_builder_cases_are_bit_exact(tmp_path: Path) -> None:
-    rng = np.random.default_rng(12)
-    for k, case in enumerate(verification_cases(140, seed=4, broadcast=True)):
-        _check_case(case, rng, tmp_path / str(k))
+    """The same 140 broadcasting cases as before, three samples each, in one batched program."""
+    report = verify_models(cases_to_models(verification_cases(140, seed=4, broadcast=True), 3, seed=12), tmp_path,
+                           per_program=70)
+    assert report.ok, report.failure_report()
 
 
 def test_softmax_and_logistic_cover_the_input_range(tmp_path: Path) -> None:
@@ -607,3 +625,193 @@ def test_first_fit_fallback_places_buffers_without_overlap() -> None:
             if p.first <= q.last and q.first <= p.last:
                 assert offsets[p.name] + p.size <= offsets[q.name] or offsets[q.name] + q.size <= offsets[p.name]
     assert size == 192 and offsets["a"] == offsets["c"] == 0  # a, c: disjoint lifetimes share memory; b, d above
+
+
+# -- batched verification: many models per program (tinyqml.classical.verify) ----------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+#: every operator the tflite_builder cases draw, and the broadcasting ADD / MUL groups
+ALL_GROUPS = {op.name for op in Op} | {"ADD/broadcast", "MUL/broadcast"}
+
+
+def _cases(n: int, seed: int, n_broadcast: int) -> list:
+    """``n`` cases cycling over every operator, then ``n_broadcast`` broadcasting ADD / MUL cases."""
+    pool = verification_cases(7 * n_broadcast, seed=seed + 1, broadcast=True)
+    return verification_cases(n, seed=seed) + [c for c in pool if c.op in (Op.ADD, Op.MUL)][:n_broadcast]
+
+
+def _check_batch(report, n_models: int, groups=ALL_GROUPS) -> None:
+    """Every model bit-exact, every group present; the per-group counts in the message."""
+    assert report.ok, report.failure_report()
+    assert len(report.outcomes) == n_models, report.summary()
+    assert groups <= set(report.counts()), report.summary()
+
+
+def test_batched_single_operator_cases_are_bit_exact(tmp_path: Path) -> None:
+    """126 cases (7 per operator and 14 broadcasting ADD / MUL), 4 samples each, in two host programs."""
+    cases = _cases(112, seed=1000, n_broadcast=14)
+    report = verify_models(cases_to_models(cases, n_samples=4, seed=1001), tmp_path, per_program=63)
+    _check_batch(report, 126)
+    assert len(report.programs) == 2
+    print(report.summary())
+
+
+@pytest.mark.slow
+def test_thousand_single_operator_cases_are_bit_exact(tmp_path: Path) -> None:
+    """>= 1,000 seeded single-operator models (100 per operator, 40 broadcasting ADD and MUL each) on
+    4 samples each, 120 models per host program; case i of seed 2000 is ``verification_cases(.., seed=2000)[i]``
+    with samples from ``default_rng([2002, i])`` (see ``cases_to_models``)."""
+    cases = _cases(1400, seed=2000, n_broadcast=80)
+    report = verify_models(cases_to_models(cases, n_samples=4, seed=2002), tmp_path, per_program=120)
+    _check_batch(report, 1480)
+    per_op = Counter(o.model.group.split("/")[0] for o in report.outcomes)
+    assert per_op == {op.name: 140 if op in (Op.ADD, Op.MUL) else 100 for op in Op}, report.summary()
+    print(report.summary())
+
+
+#: fixture -> (samples, the kernels its program must run)
+FIXTURE_KERNELS = {
+    "digits_cnn.tflite": {Kernel.CONV_2D, Kernel.MAX_POOL_2D, Kernel.RESHAPE, Kernel.FULLY_CONNECTED,
+                          Kernel.SOFTMAX},
+    "digits_cnn_float_io.tflite": {Kernel.CONV_2D, Kernel.MAX_POOL_2D, Kernel.FULLY_CONNECTED, Kernel.SOFTMAX},
+    "dilated_depthwise.tflite": {Kernel.PAD, Kernel.DEPTHWISE_CONV_2D, Kernel.CONV_2D, Kernel.AVERAGE_POOL_2D,
+                                 Kernel.LOGISTIC, Kernel.MUL, Kernel.FULLY_CONNECTED},
+    "mlp.tflite": {Kernel.FULLY_CONNECTED, Kernel.SOFTMAX},
+    "mobilenetv2_style.tflite": {Kernel.CONV_2D, Kernel.DEPTHWISE_CONV_2D, Kernel.ADD, Kernel.MEAN,
+                                 Kernel.FULLY_CONNECTED},
+}
+
+
+def _fixture_samples(blob: bytes, rng: np.random.Generator, n: int) -> tuple[tuple[np.ndarray, ...], ...]:
+    """``n`` inputs of a TF-converter fixture: int8 models get uniform int8 (half) and N(0, 1) quantized
+    with the input's scale and zero point (half, the representative data's distribution, some scaled);
+    float models get N(0, 1) at growing magnitudes, a quarter of the values on QUANTIZE's rounding ties."""
+    program = lower(blob)
+    graph_in = program.float_inputs or program.inputs
+    t = program.model.tensors[graph_in[0]]
+    q = program.model.tensors[program.inputs[0]]  # the int8 input (after QUANTIZE at a float edge)
+    shape = tuple(t.shape)
+    out = []
+    for i in range(n):
+        z = rng.normal(0.0, 1.0, size=shape) * (0.25 + 2.5 * i / n)
+        if program.float_inputs:
+            ties = (rng.integers(-120, 120, size=shape) + 0.5) * np.float64(np.float32(q.scale))
+            x = np.where(rng.random(shape) < 0.25, ties, z).astype(np.float32)
+        elif i % 2 == 0:
+            x = rng.integers(-128, 128, size=shape, dtype=np.int8)
+        else:
+            x = np.clip(np.round(z / q.scale) + q.zero_point, -128, 127).astype(np.int8)
+        out.append((x,))
+    return tuple(out)
+
+
+def _fixture_models(n: int, seed: int) -> list[VerifyModel]:
+    return [VerifyModel((FIXTURES / name).read_bytes(), _fixture_samples((FIXTURES / name).read_bytes(),
+                                                                          np.random.default_rng([seed, k]), n),
+                        name.removesuffix(".tflite"), f"TF 2.21 converter fixture {name}")
+            for k, name in enumerate(sorted(FIXTURE_KERNELS))]
+
+
+def test_tf_converter_fixtures_are_bit_exact(tmp_path: Path) -> None:
+    """Every fixture (TensorFlow 2.21's converter) on 100 seeded inputs; the float-io one through
+    ``<prefix>_invoke_f32`` (float32 in, float32 out, compared bit for bit with TFLite Micro's)."""
+    models = _fixture_models(100, seed=3000)
+    report = verify_models(models, tmp_path, per_program=len(models))
+    assert report.ok, report.failure_report()
+    assert sorted(report.counts()) == sorted(n.removesuffix(".tflite") for n in FIXTURE_KERNELS)
+    for o in report.outcomes:
+        name = o.model.group + ".tflite"
+        assert FIXTURE_KERNELS[name] <= {s.kernel for s in o.result.program.steps}, name
+        assert len(np.unique(o.ours, axis=0)) > 90, f"{name}: outputs barely depend on the input"
+        float_io = name == "digits_cnn_float_io.tflite"
+        assert o.result.program.float_io is float_io
+        assert o.ours.dtype == (np.uint32 if float_io else np.int8)
+        if float_io:  # softmax probabilities dequantized: float32 in [0, 1], rows summing to about 1
+            p = o.ours.view(np.float32)
+            assert p.min() >= 0 and p.max() <= 1 and np.allclose(p.sum(axis=1), 1, atol=0.05)
+    main = (report.programs[0].parent / "main.c").read_text()
+    assert "m0001_invoke_f32(tq_inf, tq_outf)" in main  # digits_cnn_float_io is the second (sorted) fixture
+
+
+def _exported_models(n: int, names=("cnn", "mobilenet", "cnn_float_io")) -> list[VerifyModel]:
+    """tinyqml's own exporter (seeded): the SmallCNN and the MobileNetV2 with int8 edges, the CNN with float
+    edges (its inputs off the quantization grid); ``n`` samples each."""
+    out = []
+    for name in names:
+        float_io = name.endswith("_float_io")
+        blob, x, xf = _exported(name.removesuffix("_float_io"), float_io=float_io, n=n)
+        rows = xf * np.float32(1.37) if float_io else x
+        out.append(VerifyModel(blob, tuple((row[None],) for row in rows), f"exported/{name}", f"exported {name}"))
+    return out
+
+
+@pytest.mark.slow
+def test_batched_programs_are_sanitizer_clean(tmp_path: Path) -> None:
+    """ASan + UBSan (-fno-sanitize-recover=all: the first report aborts the program): 154 single-operator
+    cases, the TF fixtures and the exported models, batched; the same outputs as TFLite Micro."""
+    cases = _cases(140, seed=4000, n_broadcast=14)
+    models = cases_to_models(cases, n_samples=3, seed=4001) + _fixture_models(8, seed=4002) + _exported_models(8)
+    report = verify_models(models, tmp_path, build=HostBuild(sanitize=True), per_program=81)
+    _check_batch(report, len(models))
+    assert "-fsanitize=address,undefined" in HostBuild(sanitize=True).command_flags()
+
+
+QEMU_TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm")
+
+
+@pytest.mark.skipif(not all(tools_available()[t] for t in (*QEMU_TOOLS, "rdimon.specs")),
+                    reason="needs gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm")
+def test_cortex_m4_under_qemu_matches_host_and_tflm(tmp_path: Path, record_property) -> None:
+    """Whole models (the TF digits CNN, its float-io twin, the TF MobileNetV2-style net, tinyqml's exported
+    SmallCNN) and 98 single-operator cases, cross-compiled for the Cortex-M4 (mps2-an386) and run under
+    QEMU with semihosting: outputs equal to the host build's and to TFLite Micro's; flash / SRAM from
+    arm-none-eabi-size."""
+    fixtures = [m for m in _fixture_models(12, seed=5000) if m.group in ("digits_cnn", "digits_cnn_float_io",
+                                                                        "mobilenetv2_style")]
+    whole = fixtures + _exported_models(12, names=("cnn",))
+    singles = cases_to_models(_cases(84, seed=5002, n_broadcast=14), n_samples=3, seed=5003)
+    m4_whole = verify_models(whole, tmp_path / "m4w", target="cortex-m4")
+    m4_single = verify_models(singles, tmp_path / "m4s", target="cortex-m4", per_program=49)
+    host_whole = verify_models(whole, tmp_path / "hw")
+    host_single = verify_models(singles, tmp_path / "hs", per_program=49)
+    for m4, host in ((m4_whole, host_whole), (m4_single, host_single)):
+        assert m4.ok and host.ok, m4.failure_report() + "\n" + host.failure_report()
+        for a, b in zip(m4.outcomes, host.outcomes):
+            assert np.array_equal(a.ours, b.ours), f"{a.describe()}: the Cortex-M4 and host builds differ"
+    _check_batch(m4_single, 98)
+    assert m4_whole.outcomes[0].result.target is Target.CORTEX_M4
+
+    # sizes: the whole-model program (4 models + harness + newlib) and the digits CNN alone
+    (elf,) = m4_whole.sizes
+    arenas = sum(o.result.arena_bytes + o.result.scratch_bytes for o in m4_whole.outcomes)
+    consts = sum(o.result.flash_bytes for o in m4_whole.outcomes)
+    assert elf.bss >= arenas and elf.text >= consts and elf.sram < 4 << 20 and elf.flash < 4 << 20
+    digits = tmp_path / "digits"
+    result = generate((FIXTURES / "digits_cnn.tflite").read_bytes(), digits, CodegenOptions(Target.CORTEX_M4))
+    alone = object_size([digits / "model.c", digits / "tinyqml_rt.c"], [digits], tmp_path / "obj")
+    model_only = object_size([digits / "model.c"], [digits], tmp_path / "obj1")
+    assert model_only.bss >= result.arena_bytes + result.scratch_bytes
+    assert model_only.text >= result.flash_bytes and alone.text > model_only.text
+    line = (f"cortex-m4 sizes: whole-model program (4 models) text {elf.text} data {elf.data} bss {elf.bss} "
+            f"(flash {elf.flash} B, static SRAM {elf.sram} B); digits_cnn model.c + runtime flash {alone.flash} B "
+            f"SRAM {alone.sram} B (model.c alone flash {model_only.flash} B, SRAM {model_only.sram} B; arena "
+            f"{result.arena_bytes} B, scratch {result.scratch_bytes} B, constants {result.flash_bytes} B); "
+            f"single-op programs {[(s.flash, s.sram) for s in m4_single.sizes]}")
+    print(line)
+    record_property("cortex_m4_sizes", line)
+
+
+def test_depthwise_without_bias_matches_tflm_with_a_zero_bias(tmp_path: Path) -> None:
+    """TFLite Micro's DEPTHWISE_CONV_2D crashes (SIGSEGV in AllocateTensors) on a model whose bias input is
+    omitted (-1), so the bias-less models are checked against their twins with an all-zero bias tensor."""
+    models = []
+    for k in range(40):
+        no_bias = _conv_like(np.random.default_rng([6000, k]), True, "none")
+        zero_bias = _conv_like(np.random.default_rng([6000, k]), True, "zero")
+        step = lower(no_bias).steps[0]
+        assert step.kernel is Kernel.DEPTHWISE_CONV_2D and "bias" not in step.arrays and step.op.inputs[2] == -1
+        models.append(VerifyModel(no_bias, random_samples(zero_bias, np.random.default_rng([6001, k]), 4),
+                                  "DEPTHWISE_CONV_2D/no-bias", f"bias-less depthwise {k}", reference=zero_bias))
+    report = verify_models(models, tmp_path, per_program=40)
+    assert report.ok, report.failure_report()
