@@ -204,7 +204,8 @@ for layer in gen.layers:
 print(f"arena {gen.arena_bytes:,} B (lower bound {gen.placement.lower_bound:,} B, {gen.placement.strategy}); "
       f"TFLite Micro's whole arena for the same model: {TFLMRunner(blob).arena_bytes():,} B")
 
-extra = ["", "## Build", "", f"- host C vs TFLite Micro: {equal}/{tflm.size} int8 outputs equal on {N_HOST} test images",
+extra = ["", "## Build", "",
+         f"- host C vs TFLite Micro: {equal}/{tflm.size} int8 outputs equal on {N_HOST} test images",
          f"- int8 test accuracy {int8_acc:.2f}% (pruned fp32 {pruned_acc:.2f}%, dense fp32 {dense_acc:.2f}%)"]
 if m4_size is not None:
     extra += [f"- Cortex-M4 ELF: flash {m4_size.flash:,} B, static SRAM {m4_size.sram:,} B",
