@@ -598,10 +598,25 @@ def plan_arena(program: Program, inplace: bool = True) -> Placement:
         if inplace and src is not None and src in lives and step.output in lives and lives[src][1] == s \
                 and lives[step.output][0] == s:
             pairs.append(arena.InPlace(f"t{src}", f"t{step.output}"))
-    plan = arena.best_plan(buffers, pairs, _ALIGN).check()
-    used = frozenset((int(p.src[1:]), int(p.dst[1:])) for p in plan.inplace)
-    return Placement({int(k[1:]): v for k, v in plan.offsets.items()}, plan.size, plan.strategy, used,
-                     arena.lower_bound(buffers, pairs, _ALIGN), lives)
+    candidates = [arena.best_plan(buffers, pairs, _ALIGN).check()]
+    if pairs:  # an in-place depthwise needs a ring buffer outside the arena: compare arena + scratch
+        candidates.append(arena.best_plan(buffers, [], _ALIGN).check())
+
+    def used(plan: Any) -> frozenset:
+        return frozenset((int(p.src[1:]), int(p.dst[1:])) for p in plan.inplace)
+
+    plan = min(candidates, key=lambda c: c.size + scratch_bytes(program, used(c)))
+    bound = min(arena.lower_bound(buffers, pairs, _ALIGN), arena.lower_bound(buffers, [], _ALIGN))
+    return Placement({int(k[1:]): v for k, v in plan.offsets.items()}, plan.size, plan.strategy, used(plan),
+                     bound, lives)
+
+
+def scratch_bytes(program: Program, inplace: frozenset) -> int:
+    """The kernels' scratch: int32 accumulators, plus the ring buffer of each depthwise step computed in
+    place (``(input, output)`` in ``inplace``)."""
+    words = [s.acc_words + (-(-s.ring_bytes // 4) if (s.inplace_src, s.output) in inplace else 0)
+             for s in program.steps]
+    return 4 * max(words + [0])
 
 
 # -- C emission ------------------------------------------------------------------------------------------
@@ -625,7 +640,7 @@ class _Emitter:
     def __init__(self, program: Program, placement: Placement, options: CodegenOptions) -> None:
         self.p, self.plan, self.o = program, placement, options
         self.P, self.pre = options.prefix.upper(), options.prefix
-        self.scratch_words = max([s.acc_words + -(-s.ring_bytes // 4) for s in program.steps] + [0])
+        self.scratch_words = scratch_bytes(program, placement.inplace) // 4
 
     def ptr(self, t: int, const: bool) -> str:
         if t in self.plan.offsets:
@@ -708,7 +723,7 @@ class _Emitter:
                f"#define {pre}_arena ((int8_t *){pre}_arena_words)\n",
                f"static int32_t {pre}_scratch[{P}_SCRATCH_BYTES / 4 + 1];\n\n"]
         out += [self.step_decl(i, s) + "\n" for i, s in enumerate(self.p.steps)]
-        body = [f"    if (inputs == NULL || outputs == NULL) {{\n        return -1;\n    }}\n",
+        body = ["    if (inputs == NULL || outputs == NULL) {\n        return -1;\n    }\n",
                 f"    (void){pre}_arena_words;\n    (void){pre}_scratch;\n"]
         body += [self.step_call(s) for s in self.p.steps]
         produced = {s.output for s in self.p.steps}

@@ -171,9 +171,9 @@ def test_arena_is_planned_smaller_than_tflm_and_reaches_the_bound(exported, tmp_
     result = generate(blob, tmp_path)
     assert result.arena_bytes <= 1.05 * result.placement.lower_bound
     assert result.peak_sram_bytes < TFLMRunner(blob).arena_bytes()
-    if name == "mobilenet":
-        dw = {(s.inplace_src, s.output) for s in result.program.steps if s.kernel is Kernel.DEPTHWISE_CONV_2D}
-        assert dw & result.placement.inplace, "no depthwise convolution was computed in place"
+    if name == "mobilenet":  # in-place depthwise only where it saves memory (its ring buffer is scratch)
+        plain = generate(blob, tmp_path / "plain", CodegenOptions(inplace=False))
+        assert result.arena_bytes + result.scratch_bytes <= plain.arena_bytes + plain.scratch_bytes
     offsets = result.placement.offsets
     lives = result.placement.lifetimes
     m = result.program.model
