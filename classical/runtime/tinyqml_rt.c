@@ -267,7 +267,8 @@ static void conv_one_group(const tq_conv_t *p, const int8_t *x, int8_t *TQ_RESTR
    a tap outside the image reads the input zero point, which contributes exactly zero with bias_full. */
 #define TQ_SF_TAPS 32
 #define TQ_SF_OC 16
-static void conv_small_filter(const tq_conv_t *p, const int8_t *x, int8_t *TQ_RESTRICT y)
+static inline void conv_small_filter_lanes(const tq_conv_t *p, const int8_t *x, int8_t *TQ_RESTRICT y,
+                                           const int32_t lanes)
 {
     const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c, out_h = p->out_h, out_w = p->out_w;
     const int32_t out_c = p->out_c, k_h = p->k_h, k_w = p->k_w, sh = p->stride_h, sw = p->stride_w;
@@ -280,12 +281,12 @@ static void conv_small_filter(const tq_conv_t *p, const int8_t *x, int8_t *TQ_RE
     int32_t acc[TQ_SF_OC];
     rq_t rq[TQ_SF_OC];
     int32_t oc0;
-    for (oc0 = 0; oc0 < out_c; oc0 += TQ_SF_OC) {
-        const int32_t nc = out_c - oc0 < TQ_SF_OC ? out_c - oc0 : TQ_SF_OC;
+    for (oc0 = 0; oc0 < out_c; oc0 += lanes) {
+        const int32_t nc = out_c - oc0 < lanes ? out_c - oc0 : lanes;
         int32_t j, t, b, oy, ox;
         for (t = 0; t < filt; ++t) {
-            for (j = 0; j < TQ_SF_OC; ++j) {
-                wt[t * TQ_SF_OC + j] = j < nc ? p->weights[(size_t)(oc0 + j) * filt + t] : 0;
+            for (j = 0; j < lanes; ++j) {
+                wt[t * lanes + j] = j < nc ? p->weights[(size_t)(oc0 + j) * filt + t] : 0;
             }
         }
         for (j = 0; j < nc; ++j) {
@@ -311,13 +312,13 @@ static void conv_small_filter(const tq_conv_t *p, const int8_t *x, int8_t *TQ_RE
                             }
                         }
                     }
-                    for (j = 0; j < TQ_SF_OC; ++j) {
+                    for (j = 0; j < lanes; ++j) {
                         acc[j] = 0;
                     }
                     for (t = 0; t < filt; ++t) {
                         const int16_t xv = patch[t];
-                        const int16_t *w = wt + t * TQ_SF_OC;
-                        for (j = 0; j < TQ_SF_OC; ++j) {
+                        const int16_t *w = wt + t * lanes;
+                        for (j = 0; j < lanes; ++j) {
                             acc[j] += xv * w[j];
                         }
                     }
@@ -327,6 +328,16 @@ static void conv_small_filter(const tq_conv_t *p, const int8_t *x, int8_t *TQ_RE
                 }
             }
         }
+    }
+}
+
+/* 8 lanes for layers of at most 8 output channels (a 16-lane pass would run half empty), 16 otherwise */
+static void conv_small_filter(const tq_conv_t *p, const int8_t *x, int8_t *TQ_RESTRICT y)
+{
+    if (p->out_c <= 8) {
+        conv_small_filter_lanes(p, x, y, 8);
+    } else {
+        conv_small_filter_lanes(p, x, y, TQ_SF_OC);
     }
 }
 
