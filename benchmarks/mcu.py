@@ -352,26 +352,10 @@ def latency(gen: CodegenResult, blob: bytes, x: np.ndarray, workdir: Path, round
 # --------------------------------------------------------------------------------------------- memory
 
 def tflm_allocations(runner: TFLMRunner) -> dict[str, int]:
-    """Head (planned activations, I/O and scratch), tail (persistent) and total of TFLM's arena, from
-    ``print_allocations`` (captured through :meth:`TFLMRunner.arena_bytes`'s stderr redirection)."""
-    import os
-    import re
-
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        saved = os.dup(2)
-        try:
-            os.dup2(tmp.fileno(), 2)
-            runner.interpreter.print_allocations()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        tmp.seek(0)
-        text = tmp.read().decode(errors="replace")
-    got = {k: int(v) for k, v in re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", text)}
+    """Head (planned activations, I/O and scratch), tail (persistent) and total of TFLM's arena."""
+    got = runner.allocations()
     if set(got) != {"total", "head", "tail"}:
-        raise RuntimeError(f"unexpected TFLite Micro allocation report: {text[:300]!r}")
-    if got["total"] != runner.arena_bytes():
-        raise RuntimeError("print_allocations and TFLMRunner.arena_bytes() disagree")
+        raise RuntimeError(f"unexpected TFLite Micro allocation report: {got}")
     return got
 
 

@@ -311,7 +311,7 @@ def export_tflite(model: Any, calibration_inputs: Any, path: str | os.PathLike,
 
 # -- TFLite Micro ------------------------------------------------------------------------------------------
 
-_ARENA = re.compile(r"\[RecordingMicroAllocator\] Arena allocation total (\d+) bytes")
+_ARENA_PARTS = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
 
 
 class TFLMRunner:
@@ -377,9 +377,9 @@ class TFLMRunner:
         return {_name(t): np.array(self.interpreter.GetTensor(i, 0)["tensor_data"])
                 for i, t in enumerate(sub.tensors) if self.model.buffers[t.buffer].data is None}
 
-    def arena_bytes(self) -> int:
-        """The arena TFLite Micro allocated (planned activations + persistent runtime data), parsed from
-        ``print_allocations`` (which writes to the process's stderr)."""
+    def allocations(self) -> dict[str, int]:
+        """TFLite Micro's arena: ``head`` (planned activations, I/O tensors, kernel scratch), ``tail``
+        (persistent runtime data) and ``total``, parsed from ``print_allocations`` (it writes to stderr)."""
         with tempfile.TemporaryFile(mode="w+b") as tmp:
             saved = os.dup(2)
             try:
@@ -390,10 +390,14 @@ class TFLMRunner:
                 os.close(saved)
             tmp.seek(0)
             text = tmp.read().decode(errors="replace")
-        m = _ARENA.search(text)
-        if m is None:
+        got = {k: int(v) for k, v in _ARENA_PARTS.findall(text)}
+        if "total" not in got:
             raise ExportError(f"TFLite Micro's allocation report has no arena total: {text[:200]!r}")
-        return int(m.group(1))
+        return got
+
+    def arena_bytes(self) -> int:
+        """The arena TFLite Micro allocated (planned activations + persistent runtime data)."""
+        return self.allocations()["total"]
 
 
 def _name(t: Any) -> str:

@@ -382,3 +382,16 @@ def test_missing_tflite_micro_is_a_clear_export_error(monkeypatch) -> None:
         to_tflite(q)
     with pytest.raises(ExportError, match="pip install tflite-micro"):
         TFLMRunner(b"")
+
+
+def test_tflm_allocations_split_head_and_tail():
+    import torch
+
+    from tinyqml.classical.convert import quantize_model
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 8 * 8, 10)).eval()
+    runner = TFLMRunner(to_tflite(quantize_model(net, torch.rand(16, 1, 8, 8)).qgraph))
+    parts = runner.allocations()
+    assert parts["total"] == parts["head"] + parts["tail"] == runner.arena_bytes()
+    assert parts["head"] >= 4 * 8 * 8  # the conv output is planned in the head
