@@ -57,7 +57,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from tinyqml.classical.errors import ExportError
-from tinyqml.classical.fixedpoint import quantize_multiplier, round_half_away
+from tinyqml.classical.fixedpoint import activation_bounds, quantize_multiplier, round_half_away
+from tinyqml.classical.fixedpoint import widen_float32 as _f64
 from tinyqml.classical.tflite_reader import (
     Activation,
     DType,
@@ -164,25 +165,14 @@ class Program:
 
 # -- TFLite Micro's Prepare arithmetic ------------------------------------------------------------------
 
-def _f64(x: float) -> float:
-    return float(np.float64(np.float32(x)))
-
-
-def _quantize_f32(value: float, t: Tensor) -> int:
-    v = np.float32(value) / np.float32(t.scale)  # float32 division, then std::round
-    return t.zero_point + int(round_half_away(v))
+#: the real range of each fused activation (``None``: unbounded)
+_REAL_RANGE = {Activation.NONE: (None, None), Activation.RELU: (0.0, None), Activation.RELU6: (0.0, 6.0),
+               Activation.RELU_N1_TO_1: (-1.0, 1.0)}
 
 
 def activation_range(act: Activation, out: Tensor) -> tuple[int, int]:
     """``CalculateActivationRangeQuantized`` for an int8 output tensor."""
-    lo, hi = -128, 127
-    if act in (Activation.RELU, Activation.RELU6):
-        lo = max(lo, _quantize_f32(0.0, out))
-    if act is Activation.RELU6:
-        hi = min(hi, _quantize_f32(6.0, out))
-    if act is Activation.RELU_N1_TO_1:
-        lo, hi = max(lo, _quantize_f32(-1.0, out)), min(hi, _quantize_f32(1.0, out))
-    return lo, hi
+    return activation_bounds(*_REAL_RANGE[act], out.scale, out.zero_point)
 
 
 def _multiplier(op: Operator, real: float, what: str, below_one: bool = False) -> tuple[int, int]:

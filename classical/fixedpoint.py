@@ -15,6 +15,8 @@ A float shortcut (``round(acc * m)``) differs from this by one step on some outp
 300
 >>> int(rounding_divide_by_pot(np.array([-5]), 1)[0]), int(rounding_divide_by_pot(np.array([5]), 1)[0])
 (-3, 3)
+>>> activation_bounds(0.0, 6.0, 0.1, -50)       # a fused ReLU6 on an int8 output
+(-50, 10)
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "INT32_MIN", "INT32_MAX", "round_half_away", "quantize_multiplier", "quantize_multipliers",
+    "INT32_MIN", "INT32_MAX", "round_half_away", "widen_float32", "quantize_float32", "activation_bounds", "quantize_multiplier", "quantize_multipliers",
     "saturating_rounding_doubling_high_mul", "rounding_divide_by_pot", "multiply_by_quantized_multiplier",
 ]
 
@@ -36,6 +38,25 @@ def round_half_away(x: np.ndarray | float) -> np.ndarray:
     """``std::round``: halves go away from zero (``np.round`` goes to even)."""
     x = np.asarray(x, dtype=np.float64)
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def widen_float32(x: float | np.ndarray) -> float | np.ndarray:
+    """A value as a flatbuffer stores it (float32), widened to double: ``static_cast<double>(float)``."""
+    a = np.asarray(x, dtype=np.float32).astype(np.float64)
+    return float(a) if a.ndim == 0 else a
+
+
+def quantize_float32(value: float, scale: float, zero_point: int) -> int:
+    """TFLite's ``Quantize`` of one real value: the division in float32, then ``std::round``."""
+    return zero_point + int(round_half_away(np.float32(value) / np.float32(scale)))
+
+
+def activation_bounds(lo: float | None, hi: float | None, scale: float, zero_point: int) -> tuple[int, int]:
+    """``CalculateActivationRangeQuantized`` for int8: the clamp of a fused activation whose real
+    range is ``[lo, hi]`` (``None``: unbounded on that side)."""
+    q_lo = -128 if lo is None else max(-128, quantize_float32(lo, scale, zero_point))
+    q_hi = 127 if hi is None else min(127, quantize_float32(hi, scale, zero_point))
+    return q_lo, q_hi
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:

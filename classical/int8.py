@@ -29,7 +29,13 @@ import numpy as np
 import torch
 
 from tinyqml.classical.errors import CompressionError
-from tinyqml.classical.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, quantize_multipliers
+from tinyqml.classical.fixedpoint import (
+    activation_bounds,
+    multiply_by_quantized_multiplier,
+    quantize_multiplier,
+    quantize_multipliers,
+)
+from tinyqml.classical.fixedpoint import widen_float32 as _f64
 from tinyqml.classical.graph import (
     Activation,
     Add,
@@ -49,22 +55,13 @@ __all__ = ["run_int8", "run_int8_all", "activation_range", "conv_multipliers", "
 ADD_LEFT_SHIFT = 20
 
 
-def _f64(x: float | np.ndarray) -> np.ndarray:
-    """A float32 value (as the flatbuffer stores it) widened to double."""
-    return np.asarray(x, dtype=np.float32).astype(np.float64)
+#: the real range of each fused activation (``None``: unbounded)
+_REAL_RANGE = {Activation.NONE: (None, None), Activation.RELU: (0.0, None), Activation.RELU6: (0.0, 6.0)}
 
 
 def activation_range(act: Activation, out: TensorQuant) -> tuple[int, int]:
     """``CalculateActivationRangeQuantized``: the int8 clamp of a fused activation."""
-    def q(f: float) -> int:
-        v = np.float32(f) / np.float32(out.scale)  # float32 division, then std::round
-        return out.zero_point + int(np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)))
-    lo, hi = -128, 127
-    if act in (Activation.RELU, Activation.RELU6):
-        lo = max(lo, q(0.0))
-    if act is Activation.RELU6:
-        hi = min(hi, q(6.0))
-    return lo, hi
+    return activation_bounds(*_REAL_RANGE[act], out.scale, out.zero_point)
 
 
 def conv_multipliers(s_in: float, s_w: np.ndarray, s_out: float) -> tuple[np.ndarray, np.ndarray]:

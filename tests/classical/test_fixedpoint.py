@@ -103,3 +103,14 @@ def test_double_rounding_differs_from_a_float_shortcut():
 
 def test_round_half_away():
     assert round_half_away(np.array([0.5, -0.5, 1.5, -2.5, 0.49])).tolist() == [1.0, -1.0, 2.0, -3.0, 0.0]
+
+
+def test_activation_bounds_and_float32_quantize():
+    from tinyqml.classical.fixedpoint import activation_bounds, quantize_float32, widen_float32
+
+    assert activation_bounds(None, None, 0.1, 5) == (-128, 127)
+    assert activation_bounds(0.0, None, 0.1, 20) == (20, 127)
+    assert activation_bounds(0.0, 6.0, 0.1, -50) == (-50, 10)
+    assert activation_bounds(-1.0, 1.0, 0.5, 0) == (-2, 2)
+    assert quantize_float32(0.25, 0.1, 0) == 3  # 2.5 rounds away from zero
+    assert widen_float32(0.1) == float(np.float32(0.1)) and widen_float32(np.array([0.1])).dtype == np.float64
