@@ -8,7 +8,7 @@ them. Weights are drawn from a seeded generator (the global RNG is left as it wa
 - :class:`SmallCNN`: conv-BN-ReLU ×3 (3×3, padding 1), one 2×2 max pool after the conv
   ``pool_after`` (0-based), then global average pooling or a flatten, then ``Linear``.
 - :class:`TinyMobileNetV2`: a stem conv-BN-ReLU6, inverted residual blocks (1×1 expand,
-  3×3 depthwise, 1×1 linear projection; ``x + block(x)`` when the stride is 1 and the
+  k×k depthwise (3×3 by default), 1×1 linear projection; ``x + block(x)`` when the stride is 1 and the
   widths match), ``AdaptiveAvgPool2d(1)`` + ``Flatten`` + ``Linear``.
 
 >>> import torch
@@ -106,17 +106,21 @@ class SmallCNN(nn.Module):
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """One inverted residual block: expansion ratio, output channels, stride of the depthwise conv."""
+    """One inverted residual block: expansion ratio, output channels, stride and kernel size (odd) of the
+    depthwise conv."""
 
     expand: int
     out: int
     stride: int = 1
+    kernel: int = 3
 
     def __post_init__(self) -> None:
         _positive("expand", self.expand)
         _positive("out", self.out)
         if self.stride not in (1, 2):
             raise CompressionError(f"stride must be 1 or 2, got {self.stride!r}")
+        if isinstance(self.kernel, bool) or not isinstance(self.kernel, int) or self.kernel < 1 or self.kernel % 2 == 0:
+            raise CompressionError(f"kernel must be an odd positive int, got {self.kernel!r}")
 
 
 #: a MobileNetV2 shrunk for 8×8 images: 16 → 16 (residual) → 24 /2 → 24 (residual) → 32 /2 → 32 (residual)
@@ -125,7 +129,7 @@ DEFAULT_BLOCKS = (BlockSpec(1, 16), BlockSpec(4, 24, 2), BlockSpec(4, 24), Block
 
 @dataclass(frozen=True)
 class MobileNetV2Config:
-    """Stem width, the inverted residual blocks, an optional last 1×1 conv width (0: none)."""
+    """Stem width (and stride), the inverted residual blocks, an optional last 1×1 conv width (0: none)."""
 
     stem: int = 16
     blocks: tuple[BlockSpec, ...] = DEFAULT_BLOCKS
@@ -133,10 +137,13 @@ class MobileNetV2Config:
     in_channels: int = 1
     n_classes: int = 10
     dropout: float = 0.0
+    stem_stride: int = 1
 
     def __post_init__(self) -> None:
         for name in ("stem", "in_channels", "n_classes"):
             _positive(name, getattr(self, name))
+        if self.stem_stride not in (1, 2):
+            raise CompressionError(f"stem_stride must be 1 or 2, got {self.stem_stride!r}")
         if not self.blocks or not all(isinstance(b, BlockSpec) for b in self.blocks):
             raise CompressionError("MobileNetV2Config.blocks must be a non-empty tuple of BlockSpec")
         if isinstance(self.last, bool) or not isinstance(self.last, int) or self.last < 0:
@@ -151,14 +158,14 @@ def _conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, re
 
 
 class InvertedResidual(nn.Module):
-    """1×1 expand (skipped for ratio 1) → 3×3 depthwise → 1×1 linear projection; ``x + block(x)``
+    """1×1 expand (skipped for ratio 1) → k×k depthwise → 1×1 linear projection; ``x + block(x)``
     when ``residual`` (stride 1 and equal widths), fixed at construction."""
 
     def __init__(self, c_in: int, spec: BlockSpec) -> None:
         super().__init__()
         hidden = c_in * spec.expand
         layers = _conv_bn(c_in, hidden, 1) if spec.expand != 1 else []
-        layers += _conv_bn(hidden, hidden, 3, spec.stride, groups=hidden)
+        layers += _conv_bn(hidden, hidden, spec.kernel, spec.stride, groups=hidden)
         layers += _conv_bn(hidden, spec.out, 1, relu6=False)
         self.block = nn.Sequential(*layers)
         self.residual = spec.stride == 1 and c_in == spec.out
@@ -179,7 +186,7 @@ class TinyMobileNetV2(nn.Module):
         self.config = config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.stem = nn.Sequential(*_conv_bn(config.in_channels, config.stem, 3))
+            self.stem = nn.Sequential(*_conv_bn(config.in_channels, config.stem, 3, config.stem_stride))
             blocks, c = [], config.stem
             for spec in config.blocks:
                 blocks.append(InvertedResidual(c, spec))
