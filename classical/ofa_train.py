@@ -17,7 +17,7 @@ re-estimate its BatchNorm statistics on training images, score it on a split.
 >>> data = load_digits_data()
 >>> history = train_supernet(net, data, OFATrainConfig(epochs=1, seed=0))
 >>> len(history.loss), history.steps
-(1, 20)
+(1, 19)
 >>> 0 <= evaluate_arch(net, cfg.largest(), data) <= 100
 True
 """
