@@ -14,6 +14,7 @@ True
 from tinyqml.search.constraints import Constraint, CostModel
 from tinyqml.search.errors import (
     ConstraintError,
+    InfeasibleError,
     PruningError,
     SearchError,
     SearchSpaceError,
@@ -39,5 +40,5 @@ __all__ = [
     "attach_mask", "get_mask", "has_mask", "squash", "plot_pareto", "Pruner", "Target", "sensitivity_scan",
     "AGP", "Iterative", "OneShot", "Schedule", "Choice", "IntRange", "SearchSpace", "per_block",
     "SearchConfig", "run_search", "GradientPruner", "GradientPruningConfig", "Strategy", "Evolution", "RandomSearch", "TPE", "NSGAII",
-    "NMPattern", "NMPruner", "nm_mask", "satisfies_nm",
+    "NMPattern", "NMPruner", "nm_mask", "satisfies_nm", "InfeasibleError",
 ]

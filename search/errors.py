@@ -8,7 +8,8 @@ True
 
 from __future__ import annotations
 
-__all__ = ["SearchError", "SearchSpaceError", "UnknownConstraintError", "ConstraintError", "PruningError"]
+__all__ = ["SearchError", "SearchSpaceError", "UnknownConstraintError", "ConstraintError", "InfeasibleError",
+           "PruningError"]
 
 
 class SearchError(ValueError):
@@ -25,6 +26,10 @@ class UnknownConstraintError(SearchError):
 
 class ConstraintError(SearchError):
     """A malformed constraint (a bound that is not a finite number, a cost that returns no number)."""
+
+
+class InfeasibleError(SearchError):
+    """No configuration that satisfies the constraints could be drawn (loosen them or enlarge the space)."""
 
 
 class PruningError(SearchError):

@@ -32,7 +32,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from tinyqml.search.errors import SearchError
+from tinyqml.search.errors import InfeasibleError, SearchError
 from tinyqml.search.space import Choice, IntRange, SearchSpace
 
 __all__ = ["EvolutionConfig", "EvolutionSampler", "VIOLATIONS_ATTR", "distributions", "rank_trials"]
@@ -176,8 +176,8 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
             fallback = fallback or cand
         if fallback is not None:
             return fallback
-        raise SearchError(f"no feasible configuration found in {self.config.max_redraws} draws; "
-                          "loosen the constraints or enlarge the space")
+        raise InfeasibleError(f"no feasible configuration found in {self.config.max_redraws} draws; "
+                              "loosen the constraints or enlarge the space")
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from tinyqml.search.errors import SearchError
+from tinyqml.search.errors import InfeasibleError, SearchError
 from tinyqml.search.evolution import VIOLATIONS_ATTR, EvolutionConfig, EvolutionSampler, rank_trials
 from tinyqml.search.space import Choice, IntRange, SearchSpace
 
@@ -62,7 +62,7 @@ def test_constraint_aware_sampling_only_proposes_feasible_configurations():
 def test_impossible_constraints_are_reported():
     sampler = EvolutionSampler(SPACE, EvolutionConfig(max_redraws=20), seed=0, feasible=lambda cfg: False)
     study = optuna.create_study(sampler=sampler)
-    with pytest.raises(SearchError, match="no feasible configuration"):
+    with pytest.raises(InfeasibleError, match="no feasible configuration"):
         study.optimize(_objective, 1)
 
 
