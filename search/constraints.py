@@ -19,7 +19,7 @@ True
 >>> costs.check([Constraint("parms", max=1)])
 Traceback (most recent call last):
 ...
-tinyqml.search.errors.UnknownConstraintError: unknown cost 'parms' in a constraint; did you mean 'params'? accepted: depth, params
+tinyqml.search.errors.UnknownConstraintError: unknown cost 'parms' in a constraint (did you mean 'params'?); accepted: depth, params
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ class CostModel:
                 raise ConstraintError(f"constraints must be Constraint objects, got {type(c).__name__}")
             if c.cost not in self._costs:
                 close = difflib.get_close_matches(c.cost, self.names, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise UnknownConstraintError(f"unknown cost {c.cost!r} in a constraint{hint} accepted: "
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UnknownConstraintError(f"unknown cost {c.cost!r} in a constraint{hint}; accepted: "
                                              f"{', '.join(self.names)}")
         return out
 

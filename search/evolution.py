@@ -138,9 +138,10 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
 
     @classmethod
     def random(cls, space: SearchSpace, seed: int | None = None,
-               feasible: Callable[[Mapping[str, Any]], bool] | None = None) -> "EvolutionSampler":
+               feasible: Callable[[Mapping[str, Any]], bool] | None = None,
+               max_redraws: int = 200) -> "EvolutionSampler":
         """Random search (the baseline) with the same constraint-aware sampling."""
-        return cls(space, EvolutionConfig(population=10 ** 9, parents=1), seed, feasible)
+        return cls(space, EvolutionConfig(population=10 ** 9, parents=1, max_redraws=max_redraws), seed, feasible)
 
     def reseed_rng(self) -> None:
         self._rng = random.Random()

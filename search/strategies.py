@@ -64,11 +64,14 @@ class Evolution(Strategy):
 
 @dataclass(frozen=True)
 class RandomSearch(Strategy):
-    """Uniform random search, redrawing infeasible configurations (the baseline)."""
+    """Uniform random search, redrawing infeasible configurations (the baseline), at most ``max_redraws``
+    draws per trial."""
+
+    max_redraws: int = 200
 
     def sampler(self, space: SearchSpace, feasible: Feasible | None = None,
                 seed: int | None = None) -> optuna.samplers.BaseSampler:
-        return EvolutionSampler.random(space, seed=seed, feasible=feasible)
+        return EvolutionSampler.random(space, seed=seed, feasible=feasible, max_redraws=self.max_redraws)
 
 
 @dataclass(frozen=True)

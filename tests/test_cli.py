@@ -156,3 +156,31 @@ def test_codegen_unsupported_operator_names_it(tmp_path: Path, capsys: pytest.Ca
     path.write_bytes(b.build([x], [y]))
     assert main(["codegen", str(path), "-o", str(tmp_path / "out")]) == 1
     assert "operator 0 (SOFTMAX)" in capsys.readouterr().err
+
+
+def test_nas_help_lists_costs_and_examples() -> None:
+    proc = _run("nas", "--help")
+    assert proc.returncode == 0
+    for text in ("--constraint", "peak_sram", "tinyqml nas --fast", "--latency-table", "--supernet"):
+        assert text in proc.stdout
+
+
+def test_nas_arguments_make_the_run_config() -> None:
+    args = cli.build_parser().parse_args(["nas", "--fast", "-c", "macs<=100k", "--trials", "7", "--samples", "9",
+                                          "--epochs", "2", "--strategy", "random", "--seed", "4"])
+    config = cli._nas_config(args)
+    assert config.search.n_trials == 7 and config.n_samples == 9 and config.train.epochs == 2
+    assert config.seed == config.search.seed == config.train.seed == 4
+    assert type(config.search.strategy).__name__ == "RandomSearch"
+    assert [c.cost for c in config.constraints] == ["macs"] and config.constraints[0].max == 100_000
+
+
+@pytest.mark.parametrize("constraint, message", [("flash<=1k", "unknown cost 'flash'"),
+                                                 ("macs<300k", "cannot read the constraint"),
+                                                 ("macs<=10", "no architecture of the space satisfies")])
+def test_nas_bad_constraints_fail_fast(constraint: str, message: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["nas", "--fast", "-o", str(tmp_path), "-c", constraint]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tinyqml: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "supernet.pt").exists()
