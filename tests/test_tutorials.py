@@ -23,6 +23,7 @@ OUTPUTS = {
     "07_pruning.py": ("07_sensitivity.png", "07_sparsity.png", "07_channel_pruning.png", "07_channel_pruned.pt"),
     "08_quantization.py": ("08_weight_quant.png", "08_calibration.png", "08_accuracy.png", "08_model.tflite",
                            "08_model_qdq.onnx"),
+    "09_nas.py": ("09_predictor.png", "09_search_curves.png", "09_pareto.png", "09_report.md"),
     "10_mcu_deployment.py": ("10_model.tflite", "10_report.md", "10_arena.png"),
 }
 
