@@ -11,7 +11,9 @@ placed once; both tensors then start at the same offset.
 
 A strategy (:class:`NoReuse`, :class:`GreedyBySize`, :class:`FirstUse`) has
 ``plan(buffers, inplace=(), alignment=16) -> ArenaPlan``; :func:`best_plan` runs them all and
-keeps the smallest (its ``strategy`` says which won). Sizes are rounded up to ``alignment``
+keeps the smallest (its ``strategy`` says which won); :func:`plan_with_scratch` picks between the
+best plans with and without the in-place pairs by arena + kernel scratch (what the code generator and
+the SRAM predictor of :mod:`~tinyqml.classical.efficiency` use). Sizes are rounded up to ``alignment``
 (TFLite Micro aligns to 16 bytes), so all offsets are multiples of it. :func:`lower_bound`
 is the liveness bound: no placement of the (merged) buffers is smaller. A plan's ``inplace``
 lists the pairs it uses: a kernel computes ``dst`` over ``src`` exactly for those.
@@ -31,7 +33,7 @@ tensors of a TFLite model and calls the same functions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from math import prod
 from typing import TYPE_CHECKING, Protocol
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from tinyqml.classical.graph import Graph
 
 __all__ = ["Buffer", "InPlace", "ArenaPlan", "Strategy", "NoReuse", "GreedyBySize", "FirstUse", "STRATEGIES",
-           "best_plan", "lower_bound", "buffers_from_graph"]
+           "best_plan", "plan_with_scratch", "lower_bound", "buffers_from_graph"]
 
 
 @dataclass(frozen=True)
@@ -326,6 +328,30 @@ def best_plan(buffers: Sequence[Buffer], inplace: Sequence[InPlace] = (), alignm
     if inplace:
         plans += [replace(s.plan(buffers, (), alignment), strategy=f"{s.name} (no in-place)") for s in strategies]
     return min(plans, key=lambda p: p.size)
+
+
+def plan_with_scratch(buffers: Sequence[Buffer], inplace: Sequence[InPlace],
+                      scratch: Callable[[tuple[InPlace, ...]], int], alignment: int = 16,
+                      check: bool = True) -> ArenaPlan:
+    """The plan with the smallest arena + kernel scratch: :func:`best_plan` with the in-place pairs
+    and, when there are any, without them; ``scratch(pairs)`` is the scratch in bytes when the plan
+    computes ``pairs`` in place (an in-place depthwise convolution needs a ring buffer outside the
+    arena, so a pair can cost more scratch than it saves arena). Ties go to the plan with the pairs;
+    ``check``: validate the candidates (:meth:`ArenaPlan.check`).
+
+    >>> bufs = [Buffer("a", 64, 0, 1), Buffer("b", 64, 1, 2)]
+    >>> plan_with_scratch(bufs, [InPlace("a", "b")], lambda pairs: 100 * len(pairs)).size
+    128
+    >>> plan_with_scratch(bufs, [InPlace("a", "b")], lambda pairs: 0).size
+    64
+    """
+    inplace = tuple(inplace)
+    candidates = [best_plan(buffers, inplace, alignment)]
+    if inplace:
+        candidates.append(best_plan(buffers, (), alignment))
+    if check:
+        candidates = [c.check() for c in candidates]
+    return min(candidates, key=lambda c: c.size + scratch(c.inplace))
 
 
 def lower_bound(buffers: Sequence[Buffer], inplace: Sequence[InPlace] = (), alignment: int = 16) -> int:

@@ -569,8 +569,8 @@ class _Buffer:
 
 def plan_arena(program: Program, inplace: bool = True) -> Placement:
     """Place the int8 intermediates (the caller's buffers hold the graph inputs and outputs) with
-    :func:`tinyqml.classical.arena.best_plan` (greedy by size vs first use, with and without the
-    in-place pairs); without that module, :func:`_first_fit` (no in-place)."""
+    :func:`tinyqml.classical.arena.plan_with_scratch` (greedy by size vs first use, with and without the
+    in-place pairs, the smallest arena + scratch); without that module, :func:`_first_fit` (no in-place)."""
     lives = _lifetimes(program)
     if not lives:
         return Placement({}, 0, "empty", frozenset(), 0, {})
@@ -588,16 +588,14 @@ def plan_arena(program: Program, inplace: bool = True) -> Placement:
         if inplace and src is not None and src in lives and step.output in lives and lives[src][1] == s \
                 and lives[step.output][0] == s:
             pairs.append(arena.InPlace(f"t{src}", f"t{step.output}"))
-    candidates = [arena.best_plan(buffers, pairs, _ALIGN).check()]
-    if pairs:  # an in-place depthwise needs a ring buffer outside the arena: compare arena + scratch
-        candidates.append(arena.best_plan(buffers, [], _ALIGN).check())
 
-    def used(plan: Any) -> frozenset:
-        return frozenset((int(p.src[1:]), int(p.dst[1:])) for p in plan.inplace)
+    def used(chosen: Sequence[Any]) -> frozenset:
+        return frozenset((int(p.src[1:]), int(p.dst[1:])) for p in chosen)
 
-    plan = min(candidates, key=lambda c: c.size + scratch_bytes(program, used(c)))
+    # an in-place depthwise needs a ring buffer outside the arena: the plan minimizes arena + scratch
+    plan = arena.plan_with_scratch(buffers, pairs, lambda ps: scratch_bytes(program, used(ps)), _ALIGN)
     bound = min(arena.lower_bound(buffers, pairs, _ALIGN), arena.lower_bound(buffers, [], _ALIGN))
-    return Placement({int(k[1:]): v for k, v in plan.offsets.items()}, plan.size, plan.strategy, used(plan),
+    return Placement({int(k[1:]): v for k, v in plan.offsets.items()}, plan.size, plan.strategy, used(plan.inplace),
                      bound, lives)
 
 

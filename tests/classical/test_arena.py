@@ -19,6 +19,7 @@ from tinyqml.classical.arena import (
     best_plan,
     buffers_from_graph,
     lower_bound,
+    plan_with_scratch,
 )
 from tinyqml.classical.errors import CompressionError
 from tinyqml.classical.graph import Add, AvgPool2D, Conv2D, DepthwiseConv2D, FullyConnected, Graph, Reshape
@@ -126,6 +127,26 @@ def test_best_plan_drops_inplace_pairs_that_cost_memory():
     assert lower_bound(bufs, pairs) == 320 > lower_bound(bufs) == 224
     best = best_plan(bufs, pairs).check()
     assert best.size == 224 and best.inplace == () and best.strategy.endswith("(no in-place)")
+
+
+
+def test_plan_with_scratch_weighs_the_pairs_scratch_against_the_arena():
+    # the pair saves 48 arena bytes (128 -> 80); a ring of 80 bytes outside the arena costs more than that
+    bufs = [Buffer("a", 64, 0, 1), Buffer("b", 64, 1, 2), Buffer("c", 16, 2, 3)]
+    pairs = [InPlace("a", "b")]
+    calls = []
+
+    def ring(used):
+        calls.append(used)
+        return 80 * len(used)
+
+    plan = plan_with_scratch(bufs, pairs, ring)
+    assert plan.inplace == () and plan.size == 128 and calls == [tuple(pairs), ()]
+    cheap = plan_with_scratch(bufs, pairs, lambda used: 32 * len(used))
+    assert cheap.inplace == tuple(pairs) and cheap.size == 80
+    tie = plan_with_scratch(bufs, pairs, lambda used: 48 * len(used))  # equal totals: the pairs win
+    assert tie.inplace == tuple(pairs)
+    assert plan_with_scratch(bufs, [], ring, check=False).size == best_plan(bufs).size
 
 
 # -- check() and bad input ----------------------------------------------------------------------
