@@ -30,6 +30,9 @@ True
 True
 >>> len(encode(small, cfg)) == encoding_size(cfg)
 True
+>>> small.describe(cfg)
+'r12 d1-1-1 k3e2 / k3e2 / k3e2'
+
 """
 
 from __future__ import annotations
@@ -200,12 +203,11 @@ class Arch:
         return config.check(arch)
 
     def describe(self, config: SupernetConfig) -> str:
-        """``r24 d3-3-3 | k7e4 k7e4 ... | ...`` (active blocks only, stages split by ``|``)."""
-        parts = [f"r{self.resolution}", "d" + "-".join(map(str, self.depths))]
-        for s, d in enumerate(self.depths):
-            parts.append("|" + " ".join(f"k{self.kernels[s * config.max_depth + j]}e{self.expands[s * config.max_depth + j]}"
-                                        for j in range(d)))
-        return " ".join(parts)
+        """``r12 d1-2-1 k3e2 / k5e4 k7e3 / k3e2``: resolution, depths, then kernel and expand ratio of
+        every active block, stages split by ``/``."""
+        stages = [" ".join(f"k{self.kernels[s * config.max_depth + j]}e{self.expands[s * config.max_depth + j]}"
+                           for j in range(d)) for s, d in enumerate(self.depths)]
+        return f"r{self.resolution} d{'-'.join(map(str, self.depths))} " + " / ".join(stages)
 
 
 def arch_space(config: SupernetConfig) -> Any:
@@ -248,7 +250,7 @@ class Layer:
 
     @property
     def macs(self) -> int:
-        (h, w, c), (oh, ow, oc) = self.in_shape, self.out_shape
+        c, (oh, ow, oc) = self.in_shape[2], self.out_shape
         if self.kind == "conv":
             return oh * ow * oc * self.kernel * self.kernel * c
         if self.kind == "depthwise":

@@ -127,7 +127,7 @@ def train_supernet(net: OFAMobileNetV2, data: object, config: OFATrainConfig = O
     loader = make_loader(data.x_train, data.y_train, config.batch_size, g_batches)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.epochs * len(loader))
-    x_val, y_val = getattr(data, "x_val", None), getattr(data, "y_val", None)
+    x_val = getattr(data, "x_val", None)
     has_val = isinstance(x_val, torch.Tensor) and len(x_val) > 0
     losses, big, small, steps = [], [], [], 0
     for epoch in range(config.epochs):
