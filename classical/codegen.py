@@ -72,14 +72,16 @@ from tinyqml.classical.tflite_reader import (
 )
 
 __all__ = ["Target", "CodegenOptions", "Kernel", "Step", "Program", "LayerReport", "Placement", "CodegenResult",
-           "lower", "plan_arena", "generate", "RUNTIME_DIR", "RUNTIME_FILES"]
+           "lower", "plan_arena", "generate", "RUNTIME_DIR", "RUNTIME_FILES", "ARENA_ALIGN", "pad_amount",
+           "dw_inplace_safe"]
 
 log = logging.getLogger(__name__)
 
 #: the hand-written C runtime shipped with the package
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 RUNTIME_FILES = ("tinyqml_rt.h", "tinyqml_rt.c")
-_ALIGN = 16
+#: alignment of every arena offset (TFLite Micro aligns to 16 bytes)
+ARENA_ALIGN = 16
 
 
 class Target(enum.Enum):
@@ -189,7 +191,9 @@ def _out_size(padding: Padding, size: int, k: int, stride: int, dilation: int) -
     return (size + stride - 1) // stride if padding is Padding.SAME else (size - eff + stride) // stride
 
 
-def _pad_amount(size: int, k: int, stride: int, dilation: int, out: int) -> int:
+def pad_amount(size: int, k: int, stride: int, dilation: int, out: int) -> int:
+    """Padding before the first row (column) of a window ``k`` with ``stride`` and ``dilation`` giving ``out``
+    outputs from ``size`` inputs (TFLite's SAME rule: the smaller half first)."""
     total = (out - 1) * stride + (k - 1) * dilation + 1 - size
     return max(total, 0) // 2
 
@@ -208,8 +212,8 @@ def _spatial(op: Operator, x: Tensor, y: Tensor, k: tuple[int, int], stride: tup
                                        f"input {list(x.shape)} with {padding.name} padding (expected [{n}, {oh}, {ow}, .])")
     return {"batches": n, "in_h": h, "in_w": w, "out_h": oh, "out_w": ow, "k_h": k[0], "k_w": k[1],
             "stride_h": stride[0], "stride_w": stride[1],
-            "pad_h": _pad_amount(h, k[0], stride[0], dilation[0], oh),
-            "pad_w": _pad_amount(w, k[1], stride[1], dilation[1], ow)}
+            "pad_h": pad_amount(h, k[0], stride[0], dilation[0], oh),
+            "pad_w": pad_amount(w, k[1], stride[1], dilation[1], ow)}
 
 
 def _int32(values: np.ndarray) -> np.ndarray:
@@ -263,7 +267,7 @@ def _conv(model: TFLiteModel, op: Operator) -> Step:
     return Step(Kernel.CONV_2D, op, (x.index,), y.index, p, arrays, macs)
 
 
-def _dw_inplace_safe(p: dict[str, int]) -> bool:
+def dw_inplace_safe(p: dict[str, int]) -> bool:
     """The ring-buffer depthwise kernel may write over its input: every input row is copied into the
     ring before an output row lands on it (checked row by row, as the kernel runs)."""
     if p["batches"] != 1 or p["dil_h"] != 1 or p["dil_w"] != 1:
@@ -304,7 +308,7 @@ def _depthwise(model: TFLiteModel, op: Operator) -> Step:
     if bias is not None:
         arrays["bias"] = _int32(bias)
     macs = p["batches"] * p["out_h"] * p["out_w"] * o * kh * kw
-    safe = _dw_inplace_safe(p)
+    safe = dw_inplace_safe(p)
     return Step(Kernel.DEPTHWISE_CONV_2D, op, (x.index,), y.index, p, arrays, macs, acc_words=o,
                 ring_bytes=kh * p["in_w"] * c if safe else 0, inplace_src=x.index if safe else None)
 
@@ -578,7 +582,7 @@ def plan_arena(program: Program, inplace: bool = True) -> Placement:
         from tinyqml.classical import arena
     except ImportError:  # the planner is another module of the package; keep code generation working
         buffers = [_Buffer(f"t{t}", program.model.tensors[t].size, *lives[t]) for t in sorted(lives)]
-        offsets, size = _first_fit(buffers, _ALIGN)
+        offsets, size = _first_fit(buffers, ARENA_ALIGN)
         return Placement({int(k[1:]): v for k, v in offsets.items()}, size, "first-fit (no planner)", frozenset(),
                          0, lives)
     buffers = [arena.Buffer(f"t{t}", program.model.tensors[t].size, *lives[t]) for t in sorted(lives)]
@@ -593,8 +597,8 @@ def plan_arena(program: Program, inplace: bool = True) -> Placement:
         return frozenset((int(p.src[1:]), int(p.dst[1:])) for p in chosen)
 
     # an in-place depthwise needs a ring buffer outside the arena: the plan minimizes arena + scratch
-    plan = arena.plan_with_scratch(buffers, pairs, lambda ps: scratch_bytes(program, used(ps)), _ALIGN)
-    bound = min(arena.lower_bound(buffers, pairs, _ALIGN), arena.lower_bound(buffers, [], _ALIGN))
+    plan = arena.plan_with_scratch(buffers, pairs, lambda ps: scratch_bytes(program, used(ps)), ARENA_ALIGN)
+    bound = min(arena.lower_bound(buffers, pairs, ARENA_ALIGN), arena.lower_bound(buffers, [], ARENA_ALIGN))
     return Placement({int(k[1:]): v for k, v in plan.offsets.items()}, plan.size, plan.strategy, used(plan.inplace),
                      bound, lives)
 

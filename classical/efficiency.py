@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping
 
 from tinyqml.classical import arena
 from tinyqml.classical.arch import Arch, Layer, NASError, SupernetConfig, layers, macs, params
-from tinyqml.classical.codegen import _ALIGN, _dw_inplace_safe, _pad_amount
+from tinyqml.classical.codegen import ARENA_ALIGN, dw_inplace_safe, pad_amount
 from tinyqml.classical.latency_table import LatencyTable
 from tinyqml.classical.tflite_export import tflite_padding
 from tinyqml.search import CostModel
@@ -92,8 +92,8 @@ def _padded(steps: list[_Step], layer: Layer, x: int) -> tuple[int, tuple[int, i
 def _depthwise(layer: Layer, x: int, shape: tuple[int, int, int]) -> _Step:
     (h, w, c), (oh, ow, oc), k, s = shape, layer.out_shape, layer.kernel, layer.stride
     p = {"batches": 1, "dil_h": 1, "dil_w": 1, "in_h": h, "in_w": w, "in_c": c, "out_h": oh, "out_w": ow,
-         "out_c": oc, "k_h": k, "stride_h": s, "pad_h": _pad_amount(h, k, s, 1, oh)}
-    safe = _dw_inplace_safe(p)
+         "out_c": oc, "k_h": k, "stride_h": s, "pad_h": pad_amount(h, k, s, 1, oh)}
+    safe = dw_inplace_safe(p)
     return _Step(oh * ow * oc, (x,), oc, k * w * c if safe else 0, x if safe else None)
 
 
@@ -149,7 +149,7 @@ def _plan(steps: list[_Step]) -> SramPlan:
              if step.inplace_src is not None and step.inplace_src in lives and s in lives
              and lives[step.inplace_src][1] == s and lives[s][0] == s]
     scratch = _scratch(steps)
-    plan = arena.plan_with_scratch(buffers, pairs, scratch, _ALIGN, check=False)
+    plan = arena.plan_with_scratch(buffers, pairs, scratch, ARENA_ALIGN, check=False)
     return SramPlan(plan.size, scratch(plan.inplace), plan.strategy, len(steps))
 
 
