@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 
 #: benchmark scripts in the order they run
 SCRIPTS = ("w1_simulator.py", "w1_pennylane.py", "dm_noise.py", "qoc.py", "quantumnat.py", "quantumnas.py", "pruning.py",
-           "quantization.py", "mcu.py")
+           "quantization.py", "mcu.py", "nas.py")
 
 
 def main(argv: list[str]) -> int:
