@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import optuna
@@ -32,14 +31,13 @@ from tinyqml.search.constraints import Constraint, CostModel
 from tinyqml.search.errors import SearchError
 from tinyqml.search.evolution import VIOLATIONS_ATTR
 from tinyqml.search.space import SearchSpace
+from tinyqml.search.storage import DEFAULT_STORAGE, HeartbeatConfig, open_storage, storage_url
 from tinyqml.search.strategies import Evolution, Strategy
+from tinyqml.search.workers import optimize_until
 
 __all__ = ["SearchConfig", "run_search", "storage_url", "DEFAULT_STORAGE"]
 
 log = logging.getLogger(__name__)
-
-#: where studies live unless told otherwise (an embedded SQLite file)
-DEFAULT_STORAGE = "sqlite:///runs/search.db"
 
 Objective = Callable[[dict[str, Any], optuna.Trial], "float | Sequence[float]"]
 
@@ -57,6 +55,8 @@ class SearchConfig:
         progress: show optuna's progress bar.
         strategy: how to search (:class:`~tinyqml.search.strategies.Evolution` by default;
             ``RandomSearch``, ``TPE``, ``NSGAII``); one strategy object serves any space.
+        heartbeat: the heartbeat and retry of crashed trials for file and server storages
+            (:class:`~tinyqml.search.storage.HeartbeatConfig`; ``None``: off).
     """
 
     n_trials: int
@@ -66,6 +66,7 @@ class SearchConfig:
     seed: int | None = None
     progress: bool = True
     strategy: Strategy = Evolution()
+    heartbeat: HeartbeatConfig | None = HeartbeatConfig()
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_trials, int) or isinstance(self.n_trials, bool) or self.n_trials < 1:
@@ -77,20 +78,8 @@ class SearchConfig:
         if not isinstance(self.strategy, Strategy):
             raise SearchError(f"strategy must be a tinyqml.search Strategy (Evolution, RandomSearch, TPE, NSGAII), "
                               f"got {type(self.strategy).__name__}")
-
-
-def storage_url(storage: str) -> str | None:
-    """An optuna storage URL for ``storage`` (``None``: in memory); a bare path is a SQLite file."""
-    if storage == ":memory:":
-        return None
-    if not isinstance(storage, str) or not storage:
-        raise SearchError(f"storage must be a URL, a SQLite file path or ':memory:', got {storage!r}")
-    if "://" not in storage:
-        storage = f"sqlite:///{storage}"
-    if storage.startswith("sqlite:///"):
-        path = Path(storage[len("sqlite:///"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return storage
+        if self.heartbeat is not None and not isinstance(self.heartbeat, HeartbeatConfig):
+            raise SearchError(f"heartbeat must be a HeartbeatConfig or None, got {type(self.heartbeat).__name__}")
 
 
 def _values(raw: Any, n: int) -> list[float]:
@@ -135,7 +124,7 @@ def run_search(objective: Objective, space: SearchSpace, config: SearchConfig,
 
     if sampler is None:
         sampler = config.strategy.sampler(space, feasible if constraints else None, config.seed)
-    study = optuna.create_study(storage=storage_url(config.storage), study_name=config.study_name,
+    study = optuna.create_study(storage=open_storage(config.storage, config.heartbeat), study_name=config.study_name,
                                 directions=list(config.directions), sampler=sampler, pruner=pruner,
                                 load_if_exists=True)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -158,6 +147,6 @@ def run_search(objective: Objective, space: SearchSpace, config: SearchConfig,
         vals = _values(objective(cfg, trial), len(config.directions))
         return vals[0] if len(vals) == 1 else vals
 
-    log.info("study %r: %d completed, running %d more", config.study_name, done, remaining)
-    study.optimize(run_trial, n_trials=remaining, show_progress_bar=config.progress)
+    log.info("study %r: %d completed, running until %d", config.study_name, done, config.n_trials)
+    optimize_until(study, run_trial, config.n_trials, show_progress_bar=config.progress)
     return study

@@ -1,0 +1,128 @@
+"""Where a study lives: in memory, an embedded SQLite file, or a PostgreSQL server shared by many workers.
+
+:func:`open_storage` turns a storage string into an optuna storage: ``":memory:"`` (one process),
+a bare path or ``sqlite:///path`` (an embedded file; several local processes may share it), or any
+SQLAlchemy URL such as ``postgresql://user@host:5432/db`` (any number of processes on any number of
+machines). File and server storages get optuna's **heartbeat**: a running trial records a heartbeat
+every ``interval`` seconds; a worker that finds a trial silent for ``grace`` seconds (its process was
+killed, its machine lost) marks it failed and — through optuna's ``RetryFailedTrialCallback`` —
+enqueues a copy with the same parameters, so the crashed evaluation is retried by whoever asks next.
+
+>>> open_storage(":memory:") is None
+True
+>>> s = open_storage("sqlite:///:memory:", HeartbeatConfig(interval=1, grace=3))
+>>> type(s).__name__, s.heartbeat_interval, s.grace_period
+('RDBStorage', 1, 3)
+>>> HeartbeatConfig(interval=5, grace=2)
+Traceback (most recent call last):
+...
+tinyqml.search.errors.SearchError: HeartbeatConfig.grace (2 s) must exceed the heartbeat interval (5 s)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+
+from tinyqml.search.errors import SearchError
+
+__all__ = ["HeartbeatConfig", "DEFAULT_STORAGE", "storage_url", "open_storage", "quiet_optuna_warnings"]
+
+#: where studies live unless told otherwise (an embedded SQLite file)
+DEFAULT_STORAGE = "sqlite:///runs/search.db"
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    """Seconds between heartbeats of a running trial, seconds of silence after which it is stale (failed),
+    and how many times a stale trial is retried with the same parameters (``None``: without limit)."""
+
+    interval: int = 2
+    grace: int = 10
+    max_retry: int | None = 3
+
+    def __post_init__(self) -> None:
+        for name in ("interval", "grace"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SearchError(f"HeartbeatConfig.{name} must be a positive int (seconds), got {v!r}")
+        if self.grace <= self.interval:
+            raise SearchError(f"HeartbeatConfig.grace ({self.grace} s) must exceed the heartbeat interval "
+                              f"({self.interval} s)")
+        if self.max_retry is not None and (isinstance(self.max_retry, bool) or not isinstance(self.max_retry, int)
+                                           or self.max_retry < 0):
+            raise SearchError(f"HeartbeatConfig.max_retry must be an int >= 0 or None, got {self.max_retry!r}")
+
+
+def storage_url(storage: str) -> str | None:
+    """An optuna storage URL for ``storage`` (``None``: in memory); a bare path is a SQLite file."""
+    if storage == ":memory:":
+        return None
+    if not isinstance(storage, str) or not storage:
+        raise SearchError(f"storage must be a URL, a SQLite file path or ':memory:', got {storage!r}")
+    if "://" not in storage:
+        storage = f"sqlite:///{storage}"
+    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        path = Path(storage[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return storage
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}  # several local processes: wait for the file lock
+    return {"pool_pre_ping": True}  # a server: reconnect after a dropped connection
+
+
+def open_storage(storage: str, heartbeat: HeartbeatConfig | None = HeartbeatConfig()) -> optuna.storages.BaseStorage | None:
+    """The optuna storage of ``storage`` (``None`` for ``":memory:"``), with the heartbeat and the retry
+    of stale trials unless ``heartbeat`` is ``None``. A server that cannot be reached is a
+    :class:`~tinyqml.search.errors.SearchError` naming the URL (without its password)."""
+    url = storage_url(storage)
+    if url is None:
+        return None
+    if heartbeat is not None and not isinstance(heartbeat, HeartbeatConfig):
+        raise SearchError(f"heartbeat must be a HeartbeatConfig or None, got {type(heartbeat).__name__}")
+    kw = {}
+    if heartbeat is not None:
+        kw = {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace,
+              "heartbeat_stale_trial_callback": _retry_callback(heartbeat.max_retry)}
+    try:
+        with quiet_optuna_warnings():
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kw)
+    except ModuleNotFoundError as exc:
+        raise SearchError(f"the storage {_safe(url)} needs the database driver {exc.name!r}; for PostgreSQL "
+                          f"install tinyqml[distributed] (psycopg2-binary)") from exc
+    except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: say which server
+        raise SearchError(f"cannot open the storage {_safe(url)}: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+@contextlib.contextmanager
+def quiet_optuna_warnings() -> Iterator[None]:
+    """Silence optuna's ExperimentalWarning (the heartbeat API is marked experimental) inside the block."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def _retry_callback(max_retry: int | None) -> object:
+    """optuna's callback that re-enqueues a stale trial with its parameters (renamed in optuna 4.9)."""
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    with quiet_optuna_warnings():
+        return cls(max_retry=max_retry)
+
+
+def _safe(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    if "://" not in url or "@" not in url:
+        return repr(url)
+    scheme, rest = url.split("://", 1)
+    cred, host = rest.rsplit("@", 1)
+    user = cred.split(":", 1)[0]
+    return repr(f"{scheme}://{user}{':***' if ':' in cred else ''}@{host}")
