@@ -33,7 +33,7 @@ from tinyqml.search.evolution import VIOLATIONS_ATTR
 from tinyqml.search.space import SearchSpace
 from tinyqml.search.storage import DEFAULT_STORAGE, HeartbeatConfig, open_storage, storage_url
 from tinyqml.search.strategies import Evolution, Strategy
-from tinyqml.search.workers import optimize_until
+from tinyqml.search.workers import WORKER_ATTR, optimize_until, worker_id
 
 __all__ = ["SearchConfig", "run_search", "storage_url", "DEFAULT_STORAGE"]
 
@@ -134,6 +134,7 @@ def run_search(objective: Objective, space: SearchSpace, config: SearchConfig,
         return study
 
     def run_trial(trial: optuna.Trial) -> Any:
+        trial.set_user_attr(WORKER_ATTR, worker_id())
         cfg = space.suggest(trial)
         if costs is not None:
             cand = make(cfg)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import socket
 import time
 from typing import Any, Callable, Sequence
 
@@ -40,12 +41,14 @@ from optuna.trial import TrialState
 from tinyqml.search.errors import SearchError
 from tinyqml.search.storage import quiet_optuna_warnings
 
-__all__ = ["SURPLUS_ATTR", "optimize_until", "run_workers", "worker_seed", "count_states"]
+__all__ = ["SURPLUS_ATTR", "WORKER_ATTR", "optimize_until", "run_workers", "worker_seed", "worker_id", "count_states"]
 
 log = logging.getLogger(__name__)
 
 #: user attribute of a trial that waited behind the gate until the study was complete (never evaluated)
 SURPLUS_ATTR = "surplus"
+#: user attribute naming the worker (``host:pid``) that ran a trial
+WORKER_ATTR = "worker"
 _AHEAD = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
 
 
@@ -115,6 +118,11 @@ def _progress(study: optuna.Study, total: int) -> Any:
 
     return tqdm(total=total, initial=min(total, count_states(study)[TrialState.COMPLETE]), desc=study.study_name,
                 unit="trial")
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process (recorded on every trial it runs)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def worker_seed(seed: int | None, index: int) -> int | None:
