@@ -9,8 +9,10 @@ TORCH_PIN := torch==2.13.0
 MCU_TOOLS := gcc arm-none-eabi-gcc arm-none-eabi-size qemu-system-arm
 MCU_PACKAGES := gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# distributed search: a throwaway PostgreSQL server on loopback for the tests (.ci/postgres; Debian package)
+PG_PACKAGES := postgresql
 
-.PHONY: demo test bench install clean mcu-tools
+.PHONY: demo test bench install clean mcu-tools postgres-tools
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -34,11 +36,25 @@ mcu-tools:
 	$(SUDO) apt-get update -q && \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(MCU_PACKAGES)
 
+# installs PostgreSQL with apt when initdb/pg_ctl cannot be found (sudo only when not root); without apt it says what to install
+postgres-tools:
+	@if .ci/postgres bindir >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "postgres-tools: no initdb/pg_ctl and no apt-get; install PostgreSQL ($(PG_PACKAGES)) (PostgreSQL tests skip without it)" >&2; exit 0; fi; \
+	echo "postgres-tools: no initdb/pg_ctl; installing $(PG_PACKAGES)"; \
+	$(SUDO) apt-get update -q && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(PG_PACKAGES)
+
 demo: $(STAMP)
 	$(VENV)/bin/tinyqml demo
 
-test: $(STAMP) mcu-tools
-	$(VPY) -m pytest -q tests
+# pytest against a throwaway PostgreSQL server (.ci/postgres), stopped afterwards whatever pytest's outcome;
+# without a server the PostgreSQL tests skip (they fail when TINYQML_REQUIRE_POSTGRES is set, as in CI)
+test: $(STAMP) mcu-tools postgres-tools
+	@trap '.ci/postgres stop || exit 1' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	url=$$(.ci/postgres start) || { echo "test: no PostgreSQL server started; its tests skip (fail when TINYQML_REQUIRE_POSTGRES is set)" >&2; url=; }; \
+	echo "TINYQML_TEST_POSTGRES_URL=$$url $(VPY) -m pytest -q tests"; \
+	TINYQML_TEST_POSTGRES_URL="$$url" $(VPY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(VPY) benchmarks/run_all.py

@@ -76,7 +76,10 @@ def storage_url(storage: str) -> str | None:
 def _engine_kwargs(url: str) -> dict:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}  # several local processes: wait for the file lock
-    return {"pool_pre_ping": True}  # a server: reconnect after a dropped connection
+    kw: dict = {"pool_pre_ping": True}  # a server: reconnect after a dropped connection
+    if url.startswith("postgresql") and "connect_timeout" not in url:
+        kw["connect_args"] = {"connect_timeout": 10}  # a silent server fails in seconds instead of hanging
+    return kw
 
 
 def open_storage(storage: str, heartbeat: HeartbeatConfig | None = HeartbeatConfig()) -> optuna.storages.BaseStorage | None:
