@@ -240,11 +240,18 @@ class AccuracyPredictor:
             state = torch.load(Path(path), map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
             raise NASError(f"cannot read an accuracy predictor from {str(path)!r}: {exc}") from exc
-        if not isinstance(state, dict) or "supernet" not in state or "config" not in state:
+        if not isinstance(state, dict) or not isinstance(state.get("supernet"), dict) or \
+                not isinstance(state.get("config"), dict):
             raise NASError(f"{str(path)!r} does not hold an AccuracyPredictor state")
-        cfg = state["config"]
-        config = AccuracyPredictorConfig(**{**cfg, "hidden": tuple(cfg["hidden"])})
-        return cls(_supernet(state["supernet"]), config).load_state_dict(state)
+        try:
+            cfg = state["config"]
+            config = AccuracyPredictorConfig(**{**cfg, "hidden": tuple(cfg["hidden"])})
+            return cls(_supernet(state["supernet"]), config).load_state_dict(state)
+        except NASError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a state of another shape
+            raise NASError(f"{str(path)!r} holds a malformed AccuracyPredictor state: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
 
 def _supernet(fields: dict[str, Any]) -> SupernetConfig:

@@ -165,6 +165,8 @@ class Arch:
         if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or self.resolution < 1:
             raise NASError(f"Arch.resolution must be a positive int, got {self.resolution!r}")
         for name in ("depths", "kernels", "expands"):
+            if not isinstance(getattr(self, name), (tuple, list)):
+                raise NASError(f"Arch.{name} must be a tuple of positive ints, got {getattr(self, name)!r}")
             values = tuple(getattr(self, name))
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
                 raise NASError(f"Arch.{name} must be a non-empty tuple of positive ints, got {values!r}")

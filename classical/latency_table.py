@@ -469,11 +469,14 @@ def _key_from_json(d: Mapping[str, Any]) -> Layer:
 
 @dataclass(frozen=True)
 class LatencyTable:
-    """Microseconds per layer key (:func:`layer_key`) and what the measurement was (``info``: compiler,
-    flags, options, machine)."""
+    """Microseconds per layer key (:func:`layer_key`), what the measurement was (``info``: compiler,
+    flags, options, machine) and a ``scale`` applied to every prediction (1: the plain sum; layers timed
+    alone run from warm caches, so whole networks take longer: :meth:`calibrated` fits it on networks
+    timed end to end)."""
 
     entries: Mapping[Layer, float]
     info: Mapping[str, Any] = field(default_factory=dict)
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         entries = {}
@@ -482,6 +485,10 @@ class LatencyTable:
                 raise NASError(f"latency of {describe_layer(layer_key(layer))} must be a finite number >= 0 "
                                f"(microseconds), got {us!r}")
             entries[layer_key(layer)] = float(us)
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not np.isfinite(self.scale) \
+                or self.scale <= 0:
+            raise NASError(f"LatencyTable.scale must be a finite number > 0, got {self.scale!r}")
+        object.__setattr__(self, "scale", float(self.scale))
         object.__setattr__(self, "entries", MappingProxyType(entries))
         object.__setattr__(self, "info", MappingProxyType(dict(self.info)))
 
@@ -505,19 +512,28 @@ class LatencyTable:
         return tuple(k for k in space_layers(config, [arch]) if k not in self.entries)
 
     def predict(self, arch: Arch, config: SupernetConfig) -> float:
-        """Predicted latency of ``arch`` in milliseconds: the sum of its layers' entries."""
-        return sum(self.latency_us(layer) for layer in layers(arch, config)) / 1000.0
+        """Predicted latency of ``arch`` in milliseconds: the sum of its layers' entries times ``scale``."""
+        return self.scale * sum(self.latency_us(layer) for layer in layers(arch, config)) / 1000.0
+
+    def calibrated(self, validation: LatencyValidation) -> LatencyTable:
+        """This table with the ``scale`` that best fits (least squares) the whole networks of ``validation``
+        (measured with this table: the fitted scale multiplies the current one)."""
+        if not isinstance(validation, LatencyValidation) or not validation.checks:
+            raise NASError("calibrated takes a non-empty LatencyValidation (validate_latency(table, archs, config))")
+        p = np.array([c.predicted_ms for c in validation.checks])
+        m = np.array([c.measured_ms for c in validation.checks])
+        return replace(self, scale=self.scale * float((p @ m) / (p @ p)))
 
     def merged(self, other: LatencyTable) -> LatencyTable:
         """Both tables' entries (``other``'s win on a layer in both); ``info`` of ``self``."""
         if not isinstance(other, LatencyTable):
             raise NASError(f"merged takes a LatencyTable, got {type(other).__name__}")
-        return LatencyTable({**self.entries, **other.entries}, self.info)
+        return LatencyTable({**self.entries, **other.entries}, self.info, self.scale)
 
     def to_json(self) -> str:
         rows = [_key_json(k) | {"us": us} for k, us in self.entries.items()]
         return json.dumps({"format": FORMAT, "version": _VERSION, "unit": "us", "info": dict(self.info),
-                           "entries": rows}, indent=1)
+                           "scale": self.scale, "entries": rows}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> LatencyTable:
@@ -527,8 +543,10 @@ class LatencyTable:
             raise NASError(f"not a latency table (invalid JSON: {exc})") from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != _VERSION:
             raise NASError(f"not a latency table: expected format {FORMAT!r} version {_VERSION}")
-        rows = data.get("entries", [])
-        return cls({_key_from_json(r): r.get("us") for r in rows}, data.get("info", {}))
+        rows, info = data.get("entries", []), data.get("info", {})
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows) or not isinstance(info, dict):
+            raise NASError("not a latency table: 'entries' must be a list of objects and 'info' an object")
+        return cls({_key_from_json(r): r.get("us") for r in rows}, info, data.get("scale", 1.0))
 
     def save(self, path: str | os.PathLike) -> Path:
         out = Path(path)
@@ -538,7 +556,11 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatencyTable:
-        return cls.from_json(Path(path).read_text())
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise NASError(f"cannot read a latency table from {str(path)!r}: {exc}") from exc
+        return cls.from_json(text)
 
 
 def _cc_version(cc: str) -> str:

@@ -111,10 +111,10 @@ class NASSearchConfig:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise NASError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
 
-    def search_config(self) -> SearchConfig:
+    def search_config(self, fingerprint: str | None = None) -> SearchConfig:
         """The engine's :class:`~tinyqml.search.SearchConfig` (one objective, maximized)."""
         return SearchConfig(n_trials=self.n_trials, storage=self.storage, study_name=self.study_name,
-                            seed=self.seed, progress=self.progress, strategy=self.strategy)
+                            seed=self.seed, progress=self.progress, strategy=self.strategy, fingerprint=fingerprint)
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,7 @@ def _cached_score(score: Score, config: SupernetConfig) -> Score:
             cache[key] = f
         return cache[key]
 
+    fn.__wrapped__ = getattr(score, "__wrapped__", score)  # type: ignore[attr-defined]  # for the fingerprint
     return fn
 
 
@@ -245,7 +246,8 @@ def search_architecture(score: Score, config: SupernetConfig, costs: CostModel,
     scorer = _cached_score(score, config)
     try:
         study = run_search(lambda cfg, trial: scorer(Arch.from_params(cfg, config)), arch_space(config),
-                           search.search_config(), costs=cheap, constraints=limits,
+                           search.search_config(_fingerprint(score, config, limits, search)), costs=cheap,
+                           constraints=limits,
                            build=lambda cfg: Arch.from_params(cfg, config))
     except InfeasibleError as exc:
         raise NoFeasibleArchError(f"{exc} (constraints: {_describe(limits)})") from exc
@@ -253,6 +255,35 @@ def search_architecture(score: Score, config: SupernetConfig, costs: CostModel,
     log.info("NAS %r: best feasible %s score %.4g of %d trials", search.study_name,
              result.best_arch.describe(config), result.best_score, len(result.trials))
     return result
+
+
+def _fingerprint(score: Score, config: SupernetConfig, limits: tuple[Constraint, ...], search: NASSearchConfig) -> str:
+    """What a stored study's values depend on: the space, the constraints, the strategy and the score's
+    identity (its class and, for a fitted predictor, a digest of its weights)."""
+    import hashlib
+
+    score = getattr(score, "__wrapped__", score)
+    h = hashlib.sha256("|".join([repr(config), repr(limits), repr(search.strategy),
+                                 getattr(score, "__qualname__", type(score).__qualname__)]).encode())
+    state = getattr(score, "state_dict", None)
+    if callable(state):
+        _digest(state(), h)
+    return h.hexdigest()[:16]
+
+
+def _digest(obj: Any, h: Any) -> None:
+    """Feed ``obj`` (nested dicts / lists of tensors, numbers, strings) into the hash ``h``."""
+    if hasattr(obj, "detach"):
+        h.update(obj.detach().cpu().contiguous().numpy().tobytes())
+    elif isinstance(obj, Mapping):
+        for k in sorted(obj, key=str):
+            h.update(str(k).encode())
+            _digest(obj[k], h)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _digest(v, h)
+    else:
+        h.update(repr(obj).encode())
 
 
 def _result(study: Any, config: SupernetConfig, costs: CostModel, limits: tuple[Constraint, ...]) -> NASResult:

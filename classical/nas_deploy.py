@@ -47,12 +47,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DeployConfig:
-    """Fine-tuning (``finetune``; distilled from the largest sub-network when ``distill``), calibration
-    images for int8, test images checked against TFLite Micro on the host (0: no check), the C target
+    """Fine-tuning (``finetune``; distilled from the largest sub-network when ``distill``), training images
+    that re-estimate the BatchNorm statistics (``bn_images``), calibration images for int8, test images checked against TFLite Micro on the host (0: no check), the C target
     (the C is the same; the report records it)."""
 
     finetune: TrainConfig = TrainConfig(epochs=10, lr=1e-3)
     distill: bool = True
+    bn_images: int = 512
     calibration_images: int = 256
     verify_images: int = 64
     target: Target = Target.HOST
@@ -60,7 +61,7 @@ class DeployConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.finetune, TrainConfig):
             raise NASError(f"DeployConfig.finetune must be a TrainConfig, got {type(self.finetune).__name__}")
-        for name, low in (("calibration_images", 1), ("verify_images", 0)):
+        for name, low in (("bn_images", 1), ("calibration_images", 1), ("verify_images", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise NASError(f"DeployConfig.{name} must be an int >= {low}, got {v!r}")
@@ -111,7 +112,7 @@ def _finetune(net: OFAMobileNetV2, arch: Arch, sub: nn.Module, data: DigitsData,
     teacher = None
     if config.distill:
         teacher = recalibrate_batchnorm(net.extract(replace(net.config.largest(), resolution=arch.resolution)),
-                                        data.x_train[:512])
+                                        data.x_train[:config.bn_images])
     train(sub, data, config.finetune, teacher=teacher)
 
 
@@ -135,12 +136,14 @@ def deploy_arch(net: OFAMobileNetV2, arch: Arch, data: DigitsData, out_dir: str 
         raise NASError(f"deploy_arch takes the OFAMobileNetV2 supernet, got {type(net).__name__}")
     if not isinstance(config, DeployConfig):
         raise NASError(f"config must be a DeployConfig, got {type(config).__name__}")
+    if not isinstance(data, DigitsData):
+        raise NASError(f"data must be a DigitsData (tinyqml.classical.load_digits_data()), got {type(data).__name__}")
     net.config.check(arch)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     d = resized_data(data, arch.resolution)
     was_training = net.training
-    sub = recalibrate_batchnorm(net.extract(arch), d.x_train[:512])
+    sub = recalibrate_batchnorm(net.extract(arch), d.x_train[:config.bn_images])
     shared = evaluate(sub, d.x_test, d.y_test)
     _finetune(net, arch, sub, d, config)
     net.train(was_training)

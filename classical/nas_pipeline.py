@@ -66,18 +66,19 @@ class NASRunConfig:
             ``params``, ``peak_sram`` (bytes) and, with ``latency_table``, ``latency`` (ms).
         search: the evaluation budget, strategy and seed. deploy: fine-tuning, int8, C, the check.
         latency_table: a JSON file of a measured :class:`~tinyqml.classical.latency_table.LatencyTable`.
-        data: the digits split. seed: the seed of the sampled sub-networks.
+        data: the digits split (a larger validation split than usual: sub-networks differ by a few
+            images, and the predictor learns from validation accuracies). seed: the sampled sub-networks'.
     """
 
     supernet: SupernetConfig = SupernetConfig()
-    train: OFATrainConfig = OFATrainConfig()
+    train: OFATrainConfig = OFATrainConfig(epochs=30)
     n_samples: int = 200
-    predictor: AccuracyPredictorConfig = AccuracyPredictorConfig()
+    predictor: AccuracyPredictorConfig = AccuracyPredictorConfig(hidden=(64,), epochs=300)
     constraints: tuple[str | Constraint, ...] = ("macs<=600k", "peak_sram<=24k")
     search: NASSearchConfig = NASSearchConfig(n_trials=300)
     deploy: DeployConfig = DeployConfig()
     latency_table: str | None = None
-    data: DigitsConfig = DigitsConfig()
+    data: DigitsConfig = DigitsConfig(val=0.3, test=0.2)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -133,6 +134,9 @@ def measure_subnets(net: OFAMobileNetV2, data: object, n: int, seed: int = 0) ->
         arch = sample_arch(net.config, g).canonical(net.config)
         if arch not in seen:
             seen[arch] = evaluate_arch(net, arch, data)
+    if len(seen) < n:
+        raise NASError(f"found only {len(seen)} distinct sub-networks in {50 * n} draws, {n} wanted; the space is "
+                       f"too small for n_samples={n}")
     return list(seen.items())
 
 
@@ -144,8 +148,10 @@ def _supernet(config: NASRunConfig, data: object, path: Path, checkpoint: str | 
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
-        except (OSError, RuntimeError, KeyError) as exc:
-            raise NASError(f"cannot load a supernet of this configuration from {str(checkpoint)!r}: {exc}") from exc
+        except Exception as exc:  # missing, corrupt (UnpicklingError), not a state dict, another config
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise NASError(f"cannot load a supernet of this configuration from {str(checkpoint)!r}: "
+                           f"{type(exc).__name__}: {reason}") from exc
         return net.eval()
     stage(f"training the supernet ({config.train.epochs} epochs, sandwich rule + in-place distillation)")
     train_supernet(net, data, config.train)
@@ -160,10 +166,24 @@ def _precheck(costs, config: NASRunConfig, n: int = 300) -> None:  # type: ignor
     archs = [cfg.smallest(), cfg.largest()] + [sample_arch(cfg, g) for _ in range(n)]
     if any(costs.feasible(a, config.constraints) for a in archs):
         return
-    lows = {c.cost: min(costs.cost(c.cost, a) for a in archs) for c in config.constraints}
-    seen = ", ".join(f"{k} >= {v:,.0f}" for k, v in lows.items())
-    raise NoFeasibleArchError(f"no architecture of the space satisfies {', '.join(map(_text, config.constraints))} "
-                              f"(of the smallest, the largest and {n} random ones: {seen}); loosen the constraints")
+    ranges = {c.cost: [costs.cost(c.cost, a) for a in archs] for c in config.constraints}
+    seen = ", ".join(f"{k} {min(v):,.0f}..{max(v):,.0f}" for k, v in ranges.items())
+    raise NoFeasibleArchError(f"none of the smallest, the largest and {n} random architectures satisfies "
+                              f"{', '.join(map(_text, config.constraints))} (their range: {seen}); loosen the "
+                              f"constraints")
+
+
+def _require_back_end(config: NASRunConfig) -> None:
+    """The tools the last stages need, checked before anything is trained."""
+    from tinyqml.classical.optional import require
+
+    require("matplotlib", purpose="the Pareto plot of tinyqml nas", install="pip install matplotlib")
+    if config.deploy.verify_images:
+        from tinyqml.classical.mcu import require_tools
+        from tinyqml.classical.optional import TFLITE_INSTALL
+
+        require_tools("gcc")
+        require("tflite_micro", purpose="checking the generated C against TFLite Micro", install=TFLITE_INSTALL)
 
 
 def _costs(config: NASRunConfig):  # type: ignore[no-untyped-def]
@@ -175,6 +195,7 @@ def _costs(config: NASRunConfig):  # type: ignore[no-untyped-def]
     costs = efficiency_costs(config.supernet, table)
     costs.check(config.constraints)
     _precheck(costs, config)
+    _require_back_end(config)
     return costs
 
 
@@ -204,7 +225,8 @@ def _write(result: NASRunResult, config: NASRunConfig) -> None:
     files["search"].write_text(json.dumps([{"number": t.number, "arch": t.arch.params(), "score": t.score,
                                             "costs": dict(t.costs), "feasible": t.feasible}
                                            for t in result.search.trials]))
-    files["pareto"] = plot_pareto_nas(result.search, out / "pareto.png", cost="macs")
+    plot_pareto_nas(result.search, out / "pareto.png", cost="macs")
+    files["pareto"] = out / "pareto.png"
     report = _report(result, config)
     files["report_json"] = out / "report.json"
     files["report_json"].write_text(json.dumps(report, indent=2))
@@ -231,6 +253,9 @@ def run_nas(config: NASRunConfig = NASRunConfig(), out_dir: str | os.PathLike = 
     stage(f"measuring {config.n_samples} random sub-networks for the accuracy predictor")
     samples = measure_subnets(net, data, config.n_samples, config.seed)
     archs, accs = [a for a, _ in samples], [acc for _, acc in samples]
+    if len(set(accs)) < 2:
+        raise NASError(f"all {len(accs)} sampled sub-networks have the same validation accuracy ({accs[0]:.2f}%); "
+                       f"nothing to rank: train the supernet longer (--epochs) or sample more (--samples)")
     split = split_rank_correlation(archs, accs, config.supernet, config.predictor, seed=config.seed)
     predictor = AccuracyPredictor(config.supernet, config.predictor).fit(archs, accs)
     predictor.save(out / "predictor.pt")
@@ -240,7 +265,8 @@ def run_nas(config: NASRunConfig = NASRunConfig(), out_dir: str | os.PathLike = 
     stage(f"deploying {found.best_arch.describe(config.supernet)}: fine-tune, int8, TFLite, C")
     deployed = deploy_arch(net, found.best_arch, data, out / "deploy", config.deploy)
     result = NASRunResult(net, tuple(samples), predictor, split.test, found, deployed, out,
-                          {"supernet": out / "supernet.pt", "predictor": out / "predictor.pt"})
+                          {"supernet": Path(supernet) if supernet is not None else out / "supernet.pt",
+                           "predictor": out / "predictor.pt"})
     _write(result, config)
     return result
 

@@ -116,6 +116,12 @@ def _check(net: object, data: object, config: object) -> None:
     x, y = getattr(data, "x_train", None), getattr(data, "y_train", None)
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or len(x) == 0 or len(x) != len(y):
         raise NASError("data needs non-empty x_train [N, C, H, W] and y_train [N] tensors of equal length")
+    cfg = net.config
+    if x.dim() != 4 or x.shape[1] != cfg.in_channels:
+        raise NASError(f"x_train must be images [N, {cfg.in_channels}, H, W] for this supernet, got {tuple(x.shape)}")
+    if y.dtype != torch.int64 or int(y.min()) < 0 or int(y.max()) >= cfg.n_classes:
+        raise NASError(f"y_train must be int64 class labels in 0..{cfg.n_classes - 1} (SupernetConfig.n_classes), "
+                       f"got {y.dtype} in {int(y.min())}..{int(y.max())}")
 
 
 def train_supernet(net: OFAMobileNetV2, data: object, config: OFATrainConfig = OFATrainConfig()) -> OFAHistory:

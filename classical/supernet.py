@@ -38,12 +38,13 @@ from torch import nn
 from tinyqml.classical.arch import Arch, NASError, SupernetConfig, conv_out, to_mobilenet_config
 from tinyqml.classical.models import TinyMobileNetV2
 
-__all__ = ["ElasticBatchNorm", "ElasticDepthwise", "ElasticBlock", "OFAMobileNetV2", "resize",
-           "recalibrate_batchnorm"]
+__all__ = ["ElasticBatchNorm", "OFAMobileNetV2", "resize", "recalibrate_batchnorm"]
 
 
 def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
     """Images ``[N, C, H, W]`` bilinearly resized to ``resolution x resolution`` (unchanged when equal)."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise NASError(f"resolution must be a positive int, got {resolution!r}")
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise NASError(f"resize takes images [N, C, H, W], got {getattr(x, 'shape', type(x).__name__)}")
     if x.shape[-2:] == (resolution, resolution):
@@ -59,11 +60,13 @@ class ElasticBatchNorm(nn.BatchNorm2d):
         if c == self.num_features:
             return super().forward(x)
         train = self.training
-        momentum = 0.0 if self.momentum is None else self.momentum
+        factor = 0.0 if self.momentum is None else self.momentum
         if train and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # a cumulative average, as BatchNorm2d does
+                factor = 1.0 / float(self.num_batches_tracked)
         return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
-                            train, momentum, self.eps)
+                            train, factor, self.eps)
 
     def copy_into(self, bn: nn.BatchNorm2d, c: int) -> None:
         """Copy the first ``c`` channels' affine weights and statistics into ``bn``."""
@@ -77,7 +80,8 @@ class ElasticBatchNorm(nn.BatchNorm2d):
 
 class ElasticDepthwise(nn.Module):
     """Depthwise ``k x k`` conv (stride fixed, padding ``k // 2``) for every ``k`` of ``kernels``, over the
-    first ``c`` of ``channels`` channels, with Once-for-All's kernel transformation matrices."""
+    first ``c`` of ``channels`` channels, with Once-for-All's kernel transformation matrices (a building
+    block of :class:`OFAMobileNetV2`, which seeds its initial weights)."""
 
     def __init__(self, channels: int, kernels: tuple[int, ...], stride: int) -> None:
         super().__init__()
@@ -213,21 +217,35 @@ class OFAMobileNetV2(nn.Module):
         return r
 
 
-def recalibrate_batchnorm(net: nn.Module, images: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Reset every BatchNorm's statistics of ``net`` (a standalone sub-network) and re-estimate them as
-    exact averages over ``images`` (already at the network's resolution); returns ``net`` in eval mode."""
+def recalibrate_batchnorm(net: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> nn.Module:
+    """Reset every BatchNorm's statistics of ``net`` (a standalone sub-network) and re-estimate them on
+    ``images`` (already at the network's resolution): the exact mean and variance over all images in one
+    pass (``batch_size=None``), or the average of per-batch statistics; returns ``net`` in eval mode.
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    >>> x = torch.rand(16, 1, 4, 4)
+    >>> bn = recalibrate_batchnorm(net, x)[1]
+    >>> torch.allclose(bn.running_mean, net[0](x).mean((0, 2, 3)))
+    True
+    """
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
         raise NASError(f"recalibrate_batchnorm needs a non-empty image batch [N, C, H, W], got "
                        f"{tuple(getattr(images, 'shape', ()))}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise NASError(f"batch_size must be a positive int or None (one pass over all images), got {batch_size!r}")
+    step = len(images) if batch_size is None else batch_size
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
-        m.momentum = None  # cumulative average
+        m.momentum = None  # cumulative average over the batches
     net.train()
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            net(images[i:i + batch_size])
-    for m, momentum in zip(bns, saved):
-        m.momentum = momentum
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), step):
+                net(images[i:i + step])
+    finally:
+        for m, momentum in zip(bns, saved):
+            m.momentum = momentum
     return net.eval()

@@ -6,7 +6,7 @@ training). :func:`quadratic_worker` is a module-level worker for
 :func:`~tinyqml.search.workers.run_workers`: every process it runs joins the same study.
 
 >>> from tinyqml.search import SearchConfig, run_search
->>> study = run_search(quadratic_score, quadratic_space(), SearchConfig(n_trials=30, storage=":memory:", seed=0,
+>>> study = run_search(quadratic_score, quadratic_space(), SearchConfig(n_trials=60, storage=":memory:", seed=0,
 ...                                                                  progress=False))
 >>> study.best_value >= -2
 True

@@ -22,6 +22,7 @@ tinyqml.search.errors.SearchError: HeartbeatConfig.grace (2 s) must exceed the h
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,15 +96,30 @@ def open_storage(storage: str, heartbeat: HeartbeatConfig | None = HeartbeatConf
     if heartbeat is not None:
         kw = {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace,
               "heartbeat_stale_trial_callback": _retry_callback(heartbeat.max_retry)}
-    try:
-        with quiet_optuna_warnings():
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kw)
-    except ModuleNotFoundError as exc:
-        raise SearchError(f"the storage {_safe(url)} needs the database driver {exc.name!r}; for PostgreSQL "
-                          f"install tinyqml[distributed] (psycopg2-binary)") from exc
-    except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: say which server
-        raise SearchError(f"cannot open the storage {_safe(url)}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            with quiet_optuna_warnings():
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kw)
+        except ImportError as exc:  # optuna reports a missing driver as ImportError
+            raise SearchError(f"the storage {_safe(url)} needs its database driver ({exc}); for PostgreSQL "
+                              f"install tinyqml[distributed] (psycopg)") from exc
+        except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: say which server
+            if _schema_race(exc) and attempt + 1 < _SCHEMA_ATTEMPTS:
+                time.sleep(0.2 * (attempt + 1))  # another worker is creating the tables right now
+                continue
+            raise SearchError(f"cannot open the storage {_safe(url)}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: tries to open a storage whose schema other workers are creating at the same moment
+_SCHEMA_ATTEMPTS = 8
+
+
+def _schema_race(exc: Exception) -> bool:
+    """True for the errors of two processes creating optuna's tables at once (SQLite or PostgreSQL)."""
+    text = str(exc).lower()
+    return any(s in text for s in ("already exists", "duplicate key", "unique constraint", "database is locked"))
 
 
 @contextlib.contextmanager

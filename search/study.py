@@ -57,6 +57,9 @@ class SearchConfig:
             ``RandomSearch``, ``TPE``, ``NSGAII``); one strategy object serves any space.
         heartbeat: the heartbeat and retry of crashed trials for file and server storages
             (:class:`~tinyqml.search.storage.HeartbeatConfig`; ``None``: off).
+        fingerprint: a digest of what the trials' values depend on (the score, constraints, space);
+            stored with a new study, and a stored study with another fingerprint is refused, so a rerun
+            with other settings never mixes its trials with the old ones (``None``: not checked).
     """
 
     n_trials: int
@@ -67,6 +70,7 @@ class SearchConfig:
     progress: bool = True
     strategy: Strategy = Evolution()
     heartbeat: HeartbeatConfig | None = HeartbeatConfig()
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_trials, int) or isinstance(self.n_trials, bool) or self.n_trials < 1:
@@ -98,6 +102,21 @@ def _values(raw: Any, n: int) -> list[float]:
     return out
 
 
+FINGERPRINT_ATTR = "tinyqml_fingerprint"
+
+
+def _check_fingerprint(study: optuna.Study, config: SearchConfig) -> None:
+    if config.fingerprint is None:
+        return
+    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    if stored is None and not study.trials:
+        study.set_user_attr(FINGERPRINT_ATTR, config.fingerprint)
+    elif stored != config.fingerprint:
+        raise SearchError(f"the study {config.study_name!r} in {config.storage!r} was run with other settings "
+                          f"(fingerprint {stored!r}, now {config.fingerprint!r}); rerun with the same settings to "
+                          f"continue it, or give another study name")
+
+
 def run_search(objective: Objective, space: SearchSpace, config: SearchConfig,
                sampler: optuna.samplers.BaseSampler | None = None, costs: CostModel | None = None,
                constraints: Sequence[Constraint] = (), build: Callable[[Mapping[str, Any]], Any] | None = None,
@@ -127,6 +146,7 @@ def run_search(objective: Objective, space: SearchSpace, config: SearchConfig,
     study = optuna.create_study(storage=open_storage(config.storage, config.heartbeat), study_name=config.study_name,
                                 directions=list(config.directions), sampler=sampler, pruner=pruner,
                                 load_if_exists=True)
+    _check_fingerprint(study, config)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = config.n_trials - done
     if remaining <= 0:

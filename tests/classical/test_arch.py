@@ -89,6 +89,7 @@ def test_sampling_is_reproducible_and_leaves_the_global_rng():
     (lambda: SupernetConfig(stem_stride=3), "stem_stride"),
     (lambda: SupernetConfig(first=-1), "first"),
     (lambda: Arch(0, (1,), (3,), (2,)), "resolution"),
+    (lambda: Arch(12, 3, (3,), (2,)), "depths must be a tuple"),
 ])
 def test_bad_configs_are_named(make, match):
     with pytest.raises(NASError, match=match):

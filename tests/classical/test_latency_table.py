@@ -203,7 +203,14 @@ def test_whole_subnetworks_against_the_table(table: LatencyTable, tmp_path) -> N
     for check in result.checks:
         assert check.measured_ms > 0 and check.predicted_ms == table.predict(check.arch, TINY)
         assert np.isfinite(check.relative_error)
-    assert -1.0 <= result.spearman <= 1.0
+    small, big = result.checks  # the second network has about four times the MACs of the smallest
+    assert big.predicted_ms > small.predicted_ms and big.measured_ms > small.measured_ms
+    calibrated = table.calibrated(result)
+    p = np.array([c.predicted_ms for c in result.checks]) * calibrated.scale
+    m = np.array([c.measured_ms for c in result.checks])
+    assert calibrated.scale > 0 and np.sum((p - m) ** 2) <= np.sum((p / calibrated.scale - m) ** 2) + 1e-12
+    assert calibrated.predict(big.arch, TINY) == pytest.approx(calibrated.scale * big.predicted_ms)
+    assert LatencyTable.from_json(calibrated.to_json()).scale == calibrated.scale
 
 
 @needs_gcc

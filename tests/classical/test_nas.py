@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -25,7 +26,7 @@ from tinyqml.classical.nas import (
     plot_pareto_nas,
     search_architecture,
 )
-from tinyqml.search import TPE, Constraint, CostModel, RandomSearch, UnknownConstraintError
+from tinyqml.search import TPE, Constraint, CostModel, RandomSearch, SearchError, UnknownConstraintError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CFG = SupernetConfig()
@@ -240,3 +241,14 @@ def test_result_without_constraints_keeps_every_cost():
     result = _search([], n_trials=5)
     assert isinstance(result, NASResult) and result.constraints == ()
     assert all(t.feasible and set(t.costs) == {"macs", "params"} for t in result.trials)
+
+
+def test_a_stored_nas_study_refuses_other_constraints(tmp_path):
+    cfg = SupernetConfig()
+    search = NASSearchConfig(n_trials=6, storage=str(tmp_path / "nas.db"), study_name="fp")
+    score = lambda arch: float(sum(arch.depths))  # noqa: E731
+    search_architecture(score, cfg, analytic_costs(cfg), ["macs<=600k"], search)
+    again = search_architecture(score, cfg, analytic_costs(cfg), ["macs<=600k"], replace(search, n_trials=8))
+    assert len(again.trials) == 8
+    with pytest.raises(SearchError, match="other settings"):
+        search_architecture(score, cfg, analytic_costs(cfg), ["macs<=300k"], replace(search, n_trials=10))

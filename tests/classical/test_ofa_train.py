@@ -71,3 +71,9 @@ def test_bad_inputs(data):
     with pytest.raises(NASError, match="calibration_images"):
         evaluate_arch(net, CFG.largest(), data, calibration_images=0)
     assert KDConfig(1.0, 1.0) == OFATrainConfig().kd
+
+
+def test_labels_must_fit_the_supernet(data):
+    net = OFAMobileNetV2(SupernetConfig(stages=((8, 2),), depths=(1,), resolutions=(8,), n_classes=5))
+    with pytest.raises(NASError, match="0..4"):
+        train_supernet(net, data, OFATrainConfig(epochs=1))

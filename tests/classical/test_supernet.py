@@ -110,3 +110,26 @@ def test_seeded_construction_leaves_the_global_rng():
     a, b = OFAMobileNetV2(SMALL, seed=4), OFAMobileNetV2(SMALL, seed=4)
     assert torch.equal(state, torch.random.get_rng_state())
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_elastic_batchnorm_cumulative_average_on_the_sliced_path():
+    bn = ElasticBatchNorm(6, momentum=None)
+    bn.train()
+    x = [torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(i)) + 5 for i in range(2)]
+    for xi in x:
+        bn(xi)
+    torch.testing.assert_close(bn.running_mean[:4], torch.stack([xi.mean((0, 2, 3)) for xi in x]).mean(0))
+    assert (bn.running_mean[4:] == 0).all()
+
+
+def test_recalibration_batches():
+    net = OFAMobileNetV2(SMALL, seed=0)
+    images = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    one = recalibrate_batchnorm(net.extract(SMALL.smallest()), images)
+    stem = one.stem[0](images)
+    torch.testing.assert_close(one.stem[1].running_var, stem.var((0, 2, 3)), atol=1e-4, rtol=1e-4)  # exact
+    for bad in (0, -1, 2.5):
+        with pytest.raises(NASError, match="batch_size"):
+            recalibrate_batchnorm(net.extract(SMALL.smallest()), images, batch_size=bad)
+    with pytest.raises(NASError, match="resolution"):
+        resize(images, 0)

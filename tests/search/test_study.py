@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import pytest
 
@@ -77,3 +79,16 @@ def test_storage_urls(tmp_path):
     assert storage_url("postgresql://u@localhost/db") == "postgresql://u@localhost/db"
     with pytest.raises(SearchError, match="storage must be"):
         storage_url("")
+
+
+def test_a_stored_study_refuses_other_settings(tmp_path):
+    from tinyqml.search.examples import quadratic_score, quadratic_space
+
+    storage = str(tmp_path / "fp.db")
+    base = SearchConfig(n_trials=3, storage=storage, study_name="fp", seed=0, progress=False, fingerprint="aaa")
+    run_search(lambda c, t: quadratic_score(c), quadratic_space(), base)
+    more = run_search(lambda c, t: quadratic_score(c), quadratic_space(), dataclasses.replace(base, n_trials=5))
+    assert len(more.trials) == 5 and more.user_attrs["tinyqml_fingerprint"] == "aaa"
+    with pytest.raises(SearchError, match="other settings"):
+        run_search(lambda c, t: quadratic_score(c), quadratic_space(),
+                   dataclasses.replace(base, n_trials=8, fingerprint="bbb"))
