@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 
 #: benchmark scripts in the order they run
 SCRIPTS = ("w1_simulator.py", "w1_pennylane.py", "dm_noise.py", "qoc.py", "quantumnat.py", "quantumnas.py", "pruning.py",
-           "quantization.py", "mcu.py", "nas.py")
+           "quantization.py", "mcu.py", "nas.py", "distributed.py")
 
 
 def main(argv: list[str]) -> int:

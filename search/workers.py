@@ -28,12 +28,14 @@ one module-level function, and waits for them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import socket
+import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -130,6 +132,28 @@ def worker_seed(seed: int | None, index: int) -> int | None:
     return None if seed is None else seed * 1009 + index
 
 
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Start processes without re-running the calling script in them: ``spawn`` imports the parent's
+    ``__main__`` from its file (a tutorial or notebook-style script would run again in every worker); the
+    workers' target lives in an importable module, so the script is hidden while they start."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if main is None or (path is None and spec is None):
+        yield
+        return
+    try:
+        if path is not None:
+            del main.__file__
+        main.__spec__ = None
+        yield
+    finally:
+        if path is not None:
+            main.__file__ = path
+        main.__spec__ = spec
+
+
 def run_workers(target: Callable[..., Any], n_workers: int, args: Sequence[Any] = (),
                 timeout: float | None = None) -> list[int]:
     """Start ``n_workers`` processes (``spawn``) running ``target(index, *args)`` (a module-level function,
@@ -139,10 +163,14 @@ def run_workers(target: Callable[..., Any], n_workers: int, args: Sequence[Any] 
         raise SearchError(f"n_workers must be a positive int, got {n_workers!r}")
     if not callable(target) or getattr(target, "__name__", "<lambda>") == "<lambda>":
         raise SearchError("run_workers needs a module-level function (the spawned processes import it by name)")
+    if getattr(target, "__module__", "__main__") == "__main__":
+        raise SearchError(f"run_workers needs a function of an importable module, not {target.__name__!r} of the "
+                          f"running script (the spawned processes import it by name)")
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=target, args=(i, *args), name=f"tinyqml-worker-{i}") for i in range(n_workers)]
-    for p in procs:
-        p.start()
+    with _main_not_reimported():
+        for p in procs:
+            p.start()
     log.info("started %d workers: pids %s", n_workers, [p.pid for p in procs])
     deadline = None if timeout is None else time.monotonic() + timeout
     for p in procs:

@@ -25,6 +25,7 @@ OUTPUTS = {
                            "08_model_qdq.onnx"),
     "09_nas.py": ("09_predictor.png", "09_search_curves.png", "09_pareto.png", "09_report.md"),
     "10_mcu_deployment.py": ("10_model.tflite", "10_report.md", "10_arena.png"),
+    "11_distributed_search.py": ("11_trials.png", "11_study.csv"),
 }
 
 
