@@ -177,13 +177,31 @@ def test_nas_arguments_make_the_run_config() -> None:
 
 @pytest.mark.parametrize("constraint, message", [("flash<=1k", "unknown cost 'flash'"),
                                                  ("macs<300k", "cannot read the constraint"),
-                                                 ("macs<=10", "no architecture of the space satisfies")])
+                                                 ("macs<=10", "random architectures satisfies macs<=10")])
 def test_nas_bad_constraints_fail_fast(constraint: str, message: str, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["nas", "--fast", "-o", str(tmp_path), "-c", constraint]) == 1
     err = capsys.readouterr().err
     assert err.startswith("tinyqml: error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "supernet.pt").exists()
+
+
+def test_nas_unreadable_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    table = tmp_path / "table.json"
+    table.write_text('{"format": "tinyqml-latency-lut", "version": 1, "entries": 3}')
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(bytes(range(256)))
+    for argv, message in ((["--supernet", str(garbage)], "cannot load a supernet"),
+                          (["--latency-table", str(table)], "not a latency table"),
+                          (["--latency-table", str(binary)], "cannot read a latency table")):
+        assert main(["nas", "--fast", "-o", str(tmp_path / "out"), *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("tinyqml: error: ") and message in err and err.count("\n") == 1
+        assert "Traceback" not in err and "weights_only=False" not in err
+    with pytest.raises(SystemExit):
+        main(["nas", "--seed", str(2 ** 64)])
 
 
 # -- search -----------------------------------------------------------------------------------------------

@@ -49,6 +49,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2 ** 62:
+        raise argparse.ArgumentTypeError(f"expected a seed in 0..2**62-1, got {value}")
+    return value
+
+
 def _add_demo(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "demo", help="train the 4-qubit digits (0-3) quantum classifier",
@@ -130,7 +140,7 @@ def _add_nas(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--samples", type=_positive_int, default=None, help="sub-networks measured for the predictor")
     p.add_argument("--trials", type=_positive_int, default=None, help="search budget (evaluated architectures)")
     p.add_argument("--strategy", choices=["evolution", "random"], default="evolution", help="search strategy")
-    p.add_argument("--seed", type=int, default=0, help="seed of training, samples and search (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of training, samples and search (default 0)")
     p.set_defaults(func=_run_nas)
 
 
