@@ -53,11 +53,11 @@ from tinyqml.classical.arch import Arch, Layer, NASError, SupernetConfig, layers
 from tinyqml.classical.codegen import CodegenOptions, generate
 from tinyqml.classical.convert import quantize_model
 from tinyqml.classical.mcu import (
-    CompileError,
     HostBuild,
     RunError,
     ToolchainError,
     compile_host,
+    compile_object,
     require_tools,
     run_host,
 )
@@ -398,15 +398,7 @@ def _require_compiler(build: HostBuild) -> None:
 
 
 def _compile_object(build: HostBuild, source: Path, timeout: float) -> Path:
-    obj = source.with_suffix(".o")
-    cmd = [build.cc, *build.command_flags(), "-c", str(source), "-o", str(obj)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise CompileError(f"compiling {source} timed out after {timeout:g} s: {' '.join(cmd)}") from exc
-    if done.returncode != 0:
-        raise CompileError(f"compiling {source} failed: {' '.join(cmd)}\n{done.stderr}")
-    return obj
+    return compile_object(source, source.with_suffix(".o"), build, timeout)
 
 
 def _generate(blobs: Sequence[bytes], workdir: Path, options: LatencyOptions) -> list[tuple[Path, list[Path]]]:

@@ -44,7 +44,7 @@ from tinyqml.classical.errors import CompressionError
 __all__ = [
     "McuError", "ToolchainError", "CompileError", "RunError",
     "HostBuild", "CortexM4Build", "ElfSize", "SUPPORT_DIR", "TOOL_PACKAGES",
-    "HarnessRun", "tools_available", "require_tools", "compile_host", "compile_cortex_m4", "run_host",
+    "HarnessRun", "tools_available", "require_tools", "compile_object", "compile_host", "compile_cortex_m4", "run_host",
     "qemu_command", "run_qemu", "elf_size", "object_size", "parse_size", "harness_main", "parse_outputs", "run_harness",
 ]
 
@@ -222,6 +222,12 @@ def _compile(cc: str, flags: Sequence[str], sources: Sequence[Path], include_dir
     cmd = [cc, *flags, *(f"-I{d}" for d in include_dirs), *map(str, sources), "-o", str(out), *tail]
     _run(cmd, timeout, f"compiling {out.name}", CompileError)
     return out
+
+
+def compile_object(source: Path, out: Path, build: "HostBuild | CortexM4Build", timeout: float = 120.0) -> Path:
+    """Compile one C file to the object ``out`` (``-c``) with ``build``'s compiler and flags."""
+    flags = build.command_flags() if isinstance(build, HostBuild) else build.flags
+    return _compile(build.cc, [*flags, "-c"], [Path(source)], [], out, [], timeout)
 
 
 def compile_host(sources: Sequence[Path], include_dirs: Sequence[Path], out: Path,

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from tinyqml.classical.arch import Arch, NASError, SupernetConfig, arch_space, macs, params
+from tinyqml.classical.figures import save_figure
 from tinyqml.search import (
     Constraint,
     CostModel,
@@ -434,7 +435,7 @@ class StrategyComparison:
         ax.set_ylabel("best feasible score")
         ax.set_title(title or f"best so far, {_describe(self.constraints)}")
         ax.legend()
-        return _save(fig, plt, path)
+        return save_figure(fig, plt, path)
 
 
 def compare_strategies(score: Score, config: SupernetConfig, costs: CostModel,
@@ -535,7 +536,7 @@ def plot_pareto_nas(results: NASResult | Mapping[str, NASResult] | Sequence[NASR
     ax.set_ylabel("score")
     ax.set_title(title or f"score vs {cost}")
     ax.legend(fontsize=8)
-    _save(fig, plt, path)
+    save_figure(fig, plt, path)
     return front
 
 
@@ -567,12 +568,3 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _save(fig: Any, plt: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -34,6 +34,7 @@ from typing import Callable, Mapping, Sequence
 from torch import nn
 
 from tinyqml.classical.errors import LayerNotFoundError
+from tinyqml.classical.figures import save_figure
 from tinyqml.search import Element, Importance, Pruner, PruningError, Schedule, Target, has_mask, sensitivity_scan
 from tinyqml.search import squash as squash_masks
 from tinyqml.search.nm import NMPattern, NMPruner, satisfies_nm
@@ -280,7 +281,7 @@ def plot_sensitivity(scan: Mapping[str, Sequence[tuple[float, float]]], path: st
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def plot_sparsity(report: SparsityReport, path: str | Path, title: str = "sparsity per layer") -> Path:
@@ -297,13 +298,4 @@ def plot_sparsity(report: SparsityReport, path: str | Path, title: str = "sparsi
     ax.set_title(title)
     ax.legend()
     ax.tick_params(axis="x", labelsize=7)
-    return _save(fig, plt, path)
-
-
-def _save(fig, plt, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, plt, path)

@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import subprocess
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,12 +52,12 @@ import numpy as np
 from tinyqml.classical.codegen import RUNTIME_DIR, CodegenOptions, CodegenResult, Target, generate
 from tinyqml.classical.errors import CompressionError
 from tinyqml.classical.mcu import (
-    CompileError,
     CortexM4Build,
     ElfSize,
     HostBuild,
     RunError,
     compile_cortex_m4,
+    compile_object,
     compile_host,
     elf_size,
     require_tools,
@@ -404,16 +403,7 @@ def parse_batch_output(stdout: str, shapes: Sequence[tuple[int, int, bool]],
 # -- building and running ---------------------------------------------------------------------------------
 
 def _compile_runtime(build: HostBuild | CortexM4Build, workdir: Path, timeout: float) -> Path:
-    flags = build.command_flags() if isinstance(build, HostBuild) else build.flags
-    obj = workdir / "tinyqml_rt.o"
-    cmd = [build.cc, *flags, "-c", str(RUNTIME_DIR / "tinyqml_rt.c"), "-o", str(obj)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise CompileError(f"compiling the runtime timed out: {' '.join(cmd)}") from exc
-    if done.returncode != 0:
-        raise CompileError(f"compiling the runtime failed: {' '.join(cmd)}\n{done.stderr}")
-    return obj
+    return compile_object(RUNTIME_DIR / "tinyqml_rt.c", workdir / "tinyqml_rt.o", build, timeout)
 
 
 def _entry(index: int, prefix: str, result: CodegenResult, model: VerifyModel) -> BatchEntry:
