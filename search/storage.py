@@ -22,6 +22,7 @@ tinyqml.search.errors.SearchError: HeartbeatConfig.grace (2 s) must exceed the h
 from __future__ import annotations
 
 import contextlib
+import datetime
 import time
 import warnings
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ def open_storage(storage: str, heartbeat: HeartbeatConfig | None = HeartbeatConf
     for attempt in range(_SCHEMA_ATTEMPTS):
         try:
             with quiet_optuna_warnings():
-                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kw)
+                return _HeartbeatStorage(url, engine_kwargs=_engine_kwargs(url), **kw)
         except ImportError as exc:  # optuna reports a missing driver as ImportError
             raise SearchError(f"the storage {_safe(url)} needs its database driver ({exc}); for PostgreSQL "
                               f"install tinyqml[distributed] (psycopg)") from exc
@@ -120,6 +121,33 @@ def _schema_race(exc: Exception) -> bool:
     """True for the errors of two processes creating optuna's tables at once (SQLite or PostgreSQL)."""
     text = str(exc).lower()
     return any(s in text for s in ("already exists", "duplicate key", "unique constraint", "database is locked"))
+
+
+class _HeartbeatStorage(optuna.storages.RDBStorage):
+    """optuna's RDB storage whose stale trials also include a running trial that never recorded a
+    heartbeat (its worker died between creating the trial and starting the heartbeat thread) once it is
+    older than the grace period; optuna skips those, and they would hold a study open forever."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = list(super()._get_stale_trial_ids(study_id))
+        grace = self.grace_period if self.grace_period is not None else 2 * (self.heartbeat_interval or 1)
+        limit = datetime.datetime.now() - datetime.timedelta(seconds=grace)  # optuna stamps starts with now()
+        for t in self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if t._trial_id in stale or t.datetime_start is None or t.datetime_start > limit:
+                continue
+            if not self._has_heartbeat(t._trial_id):
+                stale.append(t._trial_id)
+        return stale
+
+    def _has_heartbeat(self, trial_id: int) -> bool:
+        from optuna.storages._rdb import models
+
+        session = self.scoped_session()
+        try:
+            return session.query(models.TrialHeartbeatModel).filter(
+                models.TrialHeartbeatModel.trial_id == trial_id).first() is not None
+        finally:
+            session.close()
 
 
 @contextlib.contextmanager

@@ -239,6 +239,7 @@ def _add_search(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
 
 def _run_search(args: argparse.Namespace) -> int:
     import logging
+    import signal
 
     import optuna
     from optuna.trial import TrialState
@@ -250,6 +251,9 @@ def _run_search(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("tinyqml").setLevel(logging.WARNING)
+    # Ctrl-C must stop the search even when this process inherited SIGINT ignored (a background job of a
+    # non-interactive shell): Python installs its KeyboardInterrupt handler only when SIGINT is not ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     storage = args.storage or SEARCH_STORAGE
     try:
         study = run_builtin_search(args.space, args.trials, args.study, storage=storage, workers=args.workers,
