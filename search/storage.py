@@ -8,11 +8,12 @@ every ``interval`` seconds; a worker that finds a trial silent for ``grace`` sec
 killed, its machine lost) marks it failed and — through optuna's ``RetryFailedTrialCallback`` —
 enqueues a copy with the same parameters, so the crashed evaluation is retried by whoever asks next.
 
+>>> import optuna
 >>> open_storage(":memory:") is None
 True
 >>> s = open_storage("sqlite:///:memory:", HeartbeatConfig(interval=1, grace=3))
->>> type(s).__name__, s.heartbeat_interval, s.grace_period
-('RDBStorage', 1, 3)
+>>> isinstance(s, optuna.storages.RDBStorage), s.heartbeat_interval, s.grace_period
+(True, 1, 3)
 >>> HeartbeatConfig(interval=5, grace=2)
 Traceback (most recent call last):
 ...

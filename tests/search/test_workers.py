@@ -59,7 +59,7 @@ def _kill_one_mid_trial(storage: str, name: str, job: QuadraticJob, n_workers: i
         except KeyError:  # the study is not created yet
             continue
         running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                   if t.user_attrs.get(WORKER_ATTR) and t.number >= 2]
+                   if t.user_attrs.get(WORKER_ATTR) and t.params and t.number >= 2]  # evaluating, not sampling
         if running:
             victim = int(running[0].user_attrs[WORKER_ATTR].rsplit(":", 1)[1])
     assert victim is not None, "no running trial to interrupt"
@@ -77,7 +77,9 @@ def _crash_case(storage: str, name: str) -> None:
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(failed) == 1 and failed[0].user_attrs[WORKER_ATTR].endswith(f":{victim}")
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
-    assert len(retries) == 1 and retries[0].params == failed[0].params
+    # the retry keeps every parameter the killed trial had chosen (all of them, unless it died while choosing)
+    assert len(retries) == 1 and failed[0].params
+    assert all(retries[0].params[k] == v for k, v in failed[0].params.items())
     assert retries[0].state == TrialState.COMPLETE  # the crashed evaluation ran again and counts once
 
 
