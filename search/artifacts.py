@@ -66,15 +66,17 @@ def lock_path(path: str | os.PathLike) -> Path:
 
 
 def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where directories cannot be opened)."""
+    """Make a rename in ``folder`` durable, where the file system allows it: some cannot open or fsync a
+    directory; the file itself is already fsynced and in place, so that only costs durability on a crash."""
     try:
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
+    except OSError as exc:
+        log.debug("cannot open %s to fsync it: %s", folder, exc)
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        log.debug("cannot fsync the folder %s: %s", folder, exc)
     finally:
         os.close(fd)
 

@@ -43,6 +43,7 @@ tinyqml.searches.UnknownSearchError: unknown search 'qnass'; known: quadratic, q
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -649,10 +650,9 @@ def _stop_workers(thread: threading.Thread) -> None:
         log.warning("interrupted: sending %s to the workers still running (pids %s)", signal.Signals(sig).name,
                     [p.pid for p in alive])
         for p in alive:
-            try:
-                os.kill(p.pid, sig)
-            except (ProcessLookupError, TypeError):
-                pass
+            if p.pid is not None and p.is_alive():  # it may have ended since the list was made
+                with contextlib.suppress(ProcessLookupError):  # ... or between that check and the signal
+                    os.kill(p.pid, sig)
         thread.join(wait)
 
 
