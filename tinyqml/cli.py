@@ -49,6 +49,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _error(exc: BaseException) -> int:
+    """Print ``tinyqml: error: <message>`` on one line to stderr; the exit status of a tinyqml error."""
+    message = " ".join(str(exc).split())  # always a single line
+    print(f"tinyqml: error: {message}", file=sys.stderr)
+    return 1
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -102,9 +109,7 @@ def _run_codegen(args: argparse.Namespace) -> int:
     try:
         result = generate(args.model, args.output, CodegenOptions(target=Target(args.target), prefix=args.prefix))
     except CompressionError as exc:
-        message = " ".join(str(exc).split())
-        print(f"tinyqml: error: {message}", file=sys.stderr)
-        return 1
+        return _error(exc)
     print(f"wrote {', '.join(p.name for p in result.files)} to {result.out_dir}")
     print(result.summary())
     return 0
@@ -177,9 +182,7 @@ def _run_nas(args: argparse.Namespace) -> int:
         config = _nas_config(args)
         result = run_nas(config, args.output, supernet=args.supernet, on_stage=lambda m: print(m, flush=True))
     except (CompressionError, SearchError, OSError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"tinyqml: error: {message}", file=sys.stderr)
-        return 1
+        return _error(exc)
     print(result.summary())
     print(f"wrote {', '.join(sorted(p.name for p in result.out_dir.iterdir()))} to {result.out_dir}")
     print(f"C sources: {result.deployed.c_dir}")
@@ -259,9 +262,7 @@ def _run_search(args: argparse.Namespace) -> int:
         study = run_builtin_search(args.space, args.trials, args.study, storage=storage, workers=args.workers,
                                    seed=args.seed, fast=args.fast, on_stage=lambda m: print(m, flush=True))
     except (SearchError, TinyQMLError, CompressionError, OSError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"tinyqml: error: {message}", file=sys.stderr)
-        return 1
+        return _error(exc)
     except KeyboardInterrupt:
         print("tinyqml: interrupted; rerun the same command to continue the study (the trials cut short are "
               "retried)", file=sys.stderr)
@@ -335,9 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except TinyQMLError as exc:
-        message = " ".join(str(exc).split())  # always a single line
-        print(f"tinyqml: error: {message}", file=sys.stderr)
-        return 1
+        return _error(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover
