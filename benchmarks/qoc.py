@@ -49,7 +49,7 @@ import torch
 from machine import cpu_model
 
 import tinyqml.qml as tq
-from tinyqml.demo import encoder_4x4_ryzxy
+from tinyqml.classifier import encoder_4x4_ryzxy
 from tinyqml.noise import NoiseModel
 from tinyqml.noise.qoc import OnChipClassifier, QOCConfig, train_qoc
 from tinyqml.qml.datasets import digits4

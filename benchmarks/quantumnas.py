@@ -121,7 +121,7 @@ def evaluate(layer, mapped, data, nm, scales, shots: int, aer_seed: int, n_test:
 
 def run_seed(seed: int, args, backend, nm, data) -> tuple[dict[str, Any], Any]:
     import tinyqml.qml as tq
-    from tinyqml.demo import encoder_4x4_ryzxy
+    from tinyqml.classifier import encoder_4x4_ryzxy
     from tinyqml.noise.quantumnas import (
         CoSearch, PruneConfig, SearchSettings, SuperTrainConfig, TrainConfig, fit, hea_with_budget, map_circuit,
         noisy_validator, prune_gates, scratch_layer, train_supercircuit,

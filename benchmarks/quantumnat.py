@@ -5,7 +5,7 @@ Setup (GitHub issue 4):
 - data: ``digits4`` (scikit-learn digits 0-3, 4×4 average pooling, angles in [0, π],
   stratified 70/30 split, 504 train / 216 test);
 - model: the ``4x4_ryzxy`` encoder and ``L`` layers of U3 on every wire + a CNOT ring
-  (``tinyqml.demo.classifier_circuit``), ``L`` in 2, 4, 8, transpiled once per depth onto
+  (``tinyqml.classifier.classifier_circuit``), ``L`` in 2, 4, 8, transpiled once per depth onto
   the 5-qubit ``FakeManilaV2`` (optimization level 1, seed 0); ``<Z>`` of the 4 virtual
   qubits, read where the layout ends them, are the class logits;
 - training (every configuration alike): cross-entropy, Adam (lr 0.05, cosine decay),
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
     import tinyqml.qml as tq
-    from tinyqml.demo import classifier_circuit
+    from tinyqml.classifier import classifier_circuit
     from tinyqml.noise import NoiseModel
     from tinyqml.noise.quantumnat import PRESETS
     from tinyqml.qml.datasets import digits4

@@ -80,3 +80,26 @@ def postgres_storage(postgres_url: str) -> Iterator[str]:
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             conn.close()
+
+
+# -- the tinyqml console script ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tinyqml_command() -> list[str]:
+    """The installed ``tinyqml`` console script next to this interpreter, else ``python -m tinyqml.cli``."""
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "tinyqml"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "tinyqml.cli"]
+
+
+@pytest.fixture(scope="session")
+def cli_run(tinyqml_command: list[str]):  # type: ignore[no-untyped-def]
+    """``cli_run(*args)`` runs ``tinyqml *args`` in a subprocess (2 minutes at most) and returns the result."""
+    import subprocess
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([*tinyqml_command, *args], capture_output=True, text=True, timeout=timeout)
+
+    return run

@@ -355,7 +355,7 @@ def _qnas_data(o: QNASOptions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 def _qnas_layer(o: QNASOptions) -> Any:
     import tinyqml.qml as tq
-    from tinyqml.demo import encoder_4x4_ryzxy
+    from tinyqml.classifier import encoder_4x4_ryzxy
     from tinyqml.qml.supercircuit import SuperCircuit, SuperCircuitConfig, SuperLayer
 
     sc = SuperCircuit(SuperCircuitConfig(n_wires=4, n_blocks=o.blocks))

@@ -26,7 +26,7 @@
 # 4. **readout**: `<Z_i>` on wire `i` is the logit of class `i` (times a fixed
 #    scale), trained with cross-entropy and Adam; gradients by the adjoint method.
 #
-# The training code lives in `tinyqml.demo` (the `tinyqml demo` command runs the
+# The training code lives in `tinyqml.classifier` (the `tinyqml train qnn` command runs the
 # same function). Set `TINYQML_FAST=1` for a quick run with a smaller model;
 # the plot goes to `TINYQML_TUTORIAL_OUT` (default `runs/tutorials`).
 
@@ -43,7 +43,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 import tinyqml.qml as tq
-from tinyqml.demo import (
+from tinyqml.classifier import (
     FAST_CONFIG,
     ClassifierConfig,
     DigitsClassifier,

@@ -46,7 +46,7 @@ import torch
 from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
 import tinyqml.qml as tq
-from tinyqml.demo import classifier_circuit
+from tinyqml.classifier import classifier_circuit
 from tinyqml.noise import NoiseModel, density_matrix, expval, trajectory_expval
 from tinyqml.noise.aer import aer_expectations
 from tinyqml.noise.quantumnat import PRESETS, QuantumNATClassifier, accuracy, fit, twirled_circuit

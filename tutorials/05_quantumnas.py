@@ -55,7 +55,7 @@ import torch
 from qiskit_ibm_runtime.fake_provider import FakeQuitoV2
 
 import tinyqml.qml as tq
-from tinyqml.demo import encoder_4x4_ryzxy
+from tinyqml.classifier import encoder_4x4_ryzxy
 from tinyqml.noise import NoiseModel
 from tinyqml.noise.quantumnas import (
     CoSearch,

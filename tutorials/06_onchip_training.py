@@ -54,7 +54,7 @@ import torch
 from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
 import tinyqml.qml as tq
-from tinyqml.demo import encoder_4x4_ryzxy
+from tinyqml.classifier import encoder_4x4_ryzxy
 from tinyqml.noise import NoiseModel
 from tinyqml.noise import expval as noisy_expval
 from tinyqml.noise.qoc import OnChipClassifier, QOCConfig, gradient_executions, train_qoc

@@ -13,7 +13,7 @@ Model (4 qubits, QuantumNAS / TorchQuantum style):
 Every random draw (initial weights, batch order) comes from an explicit, seeded
 ``torch.Generator``, so a config always gives the same result on the same machine.
 
->>> from tinyqml.demo import ClassifierConfig, train_classifier
+>>> from tinyqml.classifier import ClassifierConfig, train_classifier
 >>> result = train_classifier(ClassifierConfig(layers=1, epochs=1, batch_size=128))
 >>> len(result.history), 0.0 <= result.test_accuracy <= 1.0
 (1, True)
@@ -78,7 +78,7 @@ class ClassifierConfig:
                                      f"choose one of {', '.join(tq.DIFF_METHODS)}")
 
 
-#: a few-second configuration for tests, tutorials' fast mode and ``tinyqml demo --fast``
+#: a few-second configuration for tests, tutorials' fast mode and ``tinyqml train qnn --fast``
 FAST_CONFIG = ClassifierConfig(layers=4, epochs=3, lr=0.1)
 
 

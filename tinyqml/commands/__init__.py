@@ -1,0 +1,16 @@
+"""The ``tinyqml`` subcommands, one module each.
+
+Every module has ``register(sub)``, which adds its sub-parser (with a description, an
+epilog of examples and ``func`` set to its runner) to the parser of :mod:`tinyqml.cli`.
+Modules import their heavy dependencies (torch, qiskit, optuna) inside the runner, so
+``tinyqml --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from tinyqml.commands import codegen, nas, search, train
+
+#: registration order = the order ``tinyqml --help`` lists them
+COMMANDS = (train, search, codegen, nas)
+
+__all__ = ["COMMANDS"]
