@@ -1,0 +1,259 @@
+"""The classical half of the main job: a digits CNN from PyTorch to C, checked against TFLite Micro.
+
+On scikit-learn's 8×8 digits (10 classes): train :class:`~tinyqml.classical.models.SmallCNN`,
+prune whole channels (physically smaller layers) and fine-tune, quantize to int8
+(the TFLite int8 arithmetic), write a fully-int8 ``.tflite``, generate C99 for it
+(:func:`~tinyqml.classical.codegen.generate`), compile it and run it on every test image,
+and compare with the real TFLite Micro interpreter on the same file: identical int8
+outputs, accuracy, latency per inference on this host, and memory (the C's peak SRAM
+against TFLM's arena). With ``arm-none-eabi-gcc`` and QEMU (``make mcu-tools``) a few
+images also run on an emulated Cortex-M4.
+
+>>> ClassicalDemoConfig(widths=(8,))
+Traceback (most recent call last):
+...
+tinyqml.demo.quantum.DemoConfigError: ClassicalDemoConfig.widths must be 3 channel counts >= 1, got (8,)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyqml.demo.progress import ProgressFn, Stage, silent
+from tinyqml.demo.quantum import DemoConfigError, _check_int
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClassicalDemoConfig", "CLASSICAL_FAST", "ClassicalStage", "ClassicalDemoResult", "run_classical",
+           "tflm_latency_us"]
+
+#: tools of the emulated Cortex-M4 run (optional)
+M4_TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-size", "rdimon.specs", "qemu-system-arm")
+
+
+@dataclass(frozen=True)
+class ClassicalDemoConfig:
+    """Sizes of the classical half (defaults: the full ``tinyqml demo``): the CNN's ``widths`` and
+    ``epochs``, the channel-pruning ``prune_ratio`` (fraction of channels removed, rounded to
+    ``round_to``) and ``finetune_epochs``, ``calibration`` images for int8, ``timing_repeats``
+    rounds of latency, ``m4_images`` run under QEMU when its tools are installed (0: never)."""
+
+    widths: tuple[int, ...] = (32, 64, 64)
+    epochs: int = 30
+    prune_ratio: float = 0.5
+    round_to: int = 8
+    finetune_epochs: int = 8
+    calibration: int = 256
+    timing_repeats: int = 7
+    m4_images: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        if len(self.widths) != 3 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.widths):
+            raise DemoConfigError(f"{owner}.widths must be 3 channel counts >= 1, got {self.widths!r}")
+        for name in ("epochs", "finetune_epochs", "calibration", "timing_repeats", "round_to"):
+            _check_int(owner, name, getattr(self, name))
+        _check_int(owner, "m4_images", self.m4_images, 0)
+        _check_int(owner, "seed", self.seed, 0)
+        if not 0.0 <= self.prune_ratio < 1.0:
+            raise DemoConfigError(f"{owner}.prune_ratio must be in [0, 1), got {self.prune_ratio!r}")
+
+
+#: a few seconds: tests and ``tinyqml demo --fast``
+CLASSICAL_FAST = ClassicalDemoConfig(widths=(16, 32, 32), epochs=4, finetune_epochs=2, timing_repeats=3, m4_images=2)
+
+
+@dataclass(frozen=True)
+class ClassicalStage:
+    """One step of the flow: its test accuracy (%, on ``n`` images), MACs, parameters and size in bytes
+    (fp32 weights, int8 ``.tflite`` file, or the C's flash for constants)."""
+
+    name: str
+    accuracy: float
+    n: int
+    macs: int
+    params: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ClassicalDemoResult:
+    """What :func:`run_classical` returns."""
+
+    config: ClassicalDemoConfig
+    stages: tuple[ClassicalStage, ...]
+    widths_after: tuple[int, ...]
+    bit_exact: int
+    compared: int
+    c_latency_us: float
+    tflm_latency_us: float
+    c_peak_sram: int
+    c_arena: int
+    tflm_arena: int
+    c_flash: int
+    operators: tuple[str, ...]
+    tflite_path: Path
+    c_dir: Path
+    m4: dict[str, Any] | None
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float:
+        """TFLite Micro's latency over the generated C's (> 1: the C is faster)."""
+        return self.tflm_latency_us / self.c_latency_us
+
+
+def tflm_latency_us(blob: bytes, x: np.ndarray, repeats: int = 7, min_time_s: float = 0.02) -> float:
+    """Median microseconds of one TFLite Micro ``invoke`` on the int8 sample ``x`` [1, ...] (batches of
+    calls lasting at least ``min_time_s``; includes the Python call, well under a microsecond)."""
+    from tinyqml.classical.tflite_export import TFLMRunner
+
+    runner = TFLMRunner(blob)
+    runner.interpreter.set_input(np.ascontiguousarray(x), 0)
+    invoke = runner.interpreter.invoke
+    for _ in range(10):
+        invoke()
+    t = time.perf_counter()
+    invoke()
+    iters = max(5, math.ceil(min_time_s / max(time.perf_counter() - t, 1e-7)))
+    batches = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(iters):
+            invoke()
+        batches.append((time.perf_counter() - t) / iters * 1e6)
+    return float(statistics.median(batches))
+
+
+def _acc(pred: Any, y: Any) -> float:
+    return 100.0 * float((np.asarray(pred) == np.asarray(y)).mean())
+
+
+def _train_stage(progress: ProgressFn, name: str, epochs: int, n_train: int, batch_size: int) -> Any:
+    stage = Stage(progress, name, epochs * math.ceil(n_train / batch_size))
+    return lambda _step: stage.advance()
+
+
+def run_classical(out_dir: str | Path, config: ClassicalDemoConfig = ClassicalDemoConfig(),
+                  progress: ProgressFn = silent) -> ClassicalDemoResult:
+    """Run the classical half, writing ``model.tflite``, the C sources (``c/``) and builds under ``out_dir``."""
+
+    from tinyqml.classical import prune_channels, quantize_model
+    from tinyqml.classical.channel_pruning import ChannelPruneConfig
+    from tinyqml.classical.costs import profile_net
+    from tinyqml.classical.data import DigitsConfig, load_digits_data
+    from tinyqml.classical.models import SmallCNN, SmallCNNConfig
+    from tinyqml.classical.train import TrainConfig, evaluate, train
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    data = load_digits_data(DigitsConfig(seed=config.seed))
+    n_test = len(data.y_test)
+    dense = SmallCNN(SmallCNNConfig(widths=config.widths), seed=config.seed)
+    cfg = TrainConfig(epochs=config.epochs, seed=config.seed)
+    hist = train(dense, data, cfg, on_step=_train_stage(progress, "classical: train the CNN", config.epochs,
+                                                         len(data.y_train), cfg.batch_size))
+    dense.eval()
+    x1 = data.x_test[:1]
+    prof = profile_net(dense, x1)
+    stages = [ClassicalStage("fp32 CNN", evaluate(dense, data.x_test, data.y_test), n_test, prof.macs, prof.params,
+                             4 * prof.params)]
+    seconds["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pruned_res = prune_channels(dense, data.x_train[:64], ChannelPruneConfig(ratio=config.prune_ratio,
+                                                                            round_to=config.round_to))
+    pruned = pruned_res.model
+    ft = TrainConfig(epochs=config.finetune_epochs, lr=1e-3, seed=config.seed)
+    ft_hist = train(pruned, data, ft, on_step=_train_stage(progress, "classical: prune channels + fine-tune",
+                                                            config.finetune_epochs, len(data.y_train), ft.batch_size))
+    pruned.eval()
+    after = pruned_res.after
+    stages.append(ClassicalStage("channel-pruned fp32", evaluate(pruned, data.x_test, data.y_test), n_test,
+                                 after.macs, after.params, 4 * after.params))
+    seconds["prune"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stage = Stage(progress, "classical: int8 -> TFLite -> C -> compile", 4)
+    int8 = quantize_model(pruned, data.x_train[:config.calibration])
+    stages.append(ClassicalStage("int8 (tinyqml engine)", _acc(int8.predict(data.x_test), data.y_test), n_test,
+                                 after.macs, after.params, after.params))
+    stage.advance()
+    deployed = _deploy(int8, after.params, data, out, config, stage, progress)
+    seconds["deploy"] = time.perf_counter() - t
+    stages += deployed.pop("stages")
+    return ClassicalDemoResult(config=config, stages=tuple(stages), widths_after=tuple(after for _, after in pruned_res.plan.widths().values()),
+                               history={"loss": list(hist.loss), "val": list(hist.val_accuracy),
+                                        "finetune_loss": list(ft_hist.loss)},
+                               seconds=seconds, **deployed)
+
+
+def _deploy(int8: Any, params: int, data: Any, out: Path, config: ClassicalDemoConfig, stage: Stage,
+            progress: ProgressFn) -> dict[str, Any]:
+    from tinyqml.classical import mcu
+    from tinyqml.classical.codegen import CodegenOptions, Target, generate
+    from tinyqml.classical.convert import to_nhwc
+    from tinyqml.classical.latency_table import LatencyOptions, time_models
+    from tinyqml.classical.tflite_export import TFLMRunner, export_tflite, operator_names
+
+    tflite = export_tflite(int8, None, out / "model.tflite")
+    blob = tflite.read_bytes()
+    stage.advance()
+    gen = generate(blob, out / "c", CodegenOptions(Target.HOST))
+    stage.advance()
+    xq = int8.qgraph.input.quantize(to_nhwc(data.x_test))
+    rows = np.ascontiguousarray(xq.reshape(len(xq), -1))
+    host = mcu.run_harness([gen.out_dir / "model.c", gen.out_dir / "tinyqml_rt.c"], [gen.out_dir], rows,
+                           gen.output_size, out / "build" / "host", "host")
+    stage.advance()
+    runner = TFLMRunner(blob)
+    tflm = runner(xq).reshape(len(xq), -1)
+    y = data.y_test.numpy()
+    n = len(y)
+    stages = [ClassicalStage("generated C (host build)", _acc(host.outputs.astype(np.int64).argmax(1), y), n,
+                             gen.macs, params, gen.flash_bytes),
+              ClassicalStage("TFLite Micro interpreter", _acc(tflm.astype(np.int64).argmax(1), y), n, gen.macs, params,
+                             len(blob))]
+    timing = Stage(progress, "classical: latency C vs TFLite Micro", 2)
+    c_us = time_models([blob], LatencyOptions(repeats=config.timing_repeats, min_time_s=0.02), out / "build" / "timing")[0].us
+    timing.advance()
+    tflm_us = tflm_latency_us(blob, xq[:1], repeats=config.timing_repeats)
+    timing.advance()
+    return {"stages": stages, "bit_exact": int((host.outputs == tflm).sum()), "compared": int(tflm.size),
+            "c_latency_us": c_us, "tflm_latency_us": tflm_us, "c_peak_sram": gen.peak_sram_bytes,
+            "c_arena": gen.arena_bytes, "tflm_arena": runner.arena_bytes(), "c_flash": gen.flash_bytes,
+            "operators": tuple(operator_names(blob)), "tflite_path": tflite, "c_dir": gen.out_dir,
+            "m4": _cortex_m4(blob, rows, host.outputs, out, config, progress)}
+
+
+def _cortex_m4(blob: bytes, rows: np.ndarray, host_out: np.ndarray, out: Path, config: ClassicalDemoConfig,
+               progress: ProgressFn) -> dict[str, Any] | None:
+    from tinyqml.classical import mcu
+    from tinyqml.classical.codegen import CodegenOptions, Target, generate
+
+    have = mcu.tools_available()
+    if config.m4_images == 0 or not all(have[t] for t in M4_TOOLS):
+        logger.info("no Cortex-M4 run: missing %s", [t for t in M4_TOOLS if not have[t]])
+        return None
+    stage = Stage(progress, "classical: Cortex-M4 under QEMU", 1)
+    gen = generate(blob, out / "c_m4", CodegenOptions(Target.CORTEX_M4))
+    sources = [gen.out_dir / "model.c", gen.out_dir / "tinyqml_rt.c"]
+    k = min(config.m4_images, len(rows))
+    run = mcu.run_harness(sources, [gen.out_dir], rows[:k], gen.output_size, out / "build" / "m4", "cortex-m4",
+                          timeout=300)
+    size = mcu.object_size(sources, [gen.out_dir], out / "build" / "m4_obj")
+    stage.finish()
+    return {"images": k, "equal_to_host": bool(np.array_equal(run.outputs, host_out[:k])), "flash": size.flash,
+            "sram": size.sram}

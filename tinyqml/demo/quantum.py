@@ -1,0 +1,273 @@
+"""The quantum half of the main job: noise-aware QuantumNAS against a hardware-efficient ansatz.
+
+For the 4-class digits (0-3, 16 pooled pixels, :func:`tinyqml.qml.datasets.digits4`) on a
+5-qubit calibrated fake backend (``FakeQuitoV2`` by default, offline):
+
+1. a weight-shared SuperCircuit (U3 + CU3 blocks, elastic depth and width) is trained
+   noise-free with restricted sampling;
+2. the sub-circuit and its qubit mapping are co-searched with the shared engine's evolution,
+   each candidate scored by its exact noisy validation accuracy under the backend's
+   calibrated :class:`~tinyqml.noise.NoiseModel` (inherited weights);
+3. the winner is trained from scratch, then its gates are pruned iteratively with fine-tuning
+   (the sparsest state within ``max_drop`` of the unpruned noisy validation score is kept);
+4. a hardware-efficient ansatz with the winner's parameter count (RY/RZ layers + CX ring on
+   Qiskit's default layout) is trained the same way;
+5. every model is run on Qiskit Aer with the backend's noise model (``shots`` per image,
+   readout errors on) at each noise scale in ``scales``, and noiselessly.
+
+All of it lives in :mod:`tinyqml.noise.quantumnas`; this module only wires it together with
+seeds, a progress callback and a result record.
+
+>>> QuantumDemoConfig(trials=0)
+Traceback (most recent call last):
+...
+tinyqml.demo.quantum.DemoConfigError: QuantumDemoConfig.trials must be an integer >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tinyqml.demo.progress import ProgressFn, Stage, silent
+from tinyqml.qml.errors import TinyQMLError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DemoConfigError", "QuantumDemoConfig", "QUANTUM_FAST", "QuantumRow", "QuantumDemoResult",
+           "run_quantum", "load_backend"]
+
+#: the models compared, in table order
+HEA, SEARCHED, PRUNED = "HEA baseline (RY/RZ + CX ring, default layout)", "QuantumNAS: searched + mapped", \
+    "QuantumNAS: searched + mapped + pruned"
+
+
+class DemoConfigError(TinyQMLError, ValueError):
+    """A demo configuration value is out of range."""
+
+
+def _check_int(owner: str, name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DemoConfigError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class QuantumDemoConfig:
+    """Sizes of the quantum half (the defaults are the full ``tinyqml demo``).
+
+    ``blocks``: SuperCircuit blocks; ``super_epochs``: its training epochs (after 2 on the largest
+    circuit); ``trials``/``population``: the co-search; ``epochs``: training from scratch (winner and
+    baseline); ``sparsity``/``prune_epochs``/``settle_epochs``/``max_drop``: gate pruning;
+    ``n_test``/``shots``/``scales``: the Aer evaluation."""
+
+    backend: str = "FakeQuitoV2"
+    blocks: int = 4
+    super_epochs: int = 100
+    trials: int = 150
+    population: int = 12
+    epochs: int = 40
+    sparsity: float = 0.5
+    prune_epochs: int = 12
+    settle_epochs: int = 3
+    max_drop: float = 0.02
+    n_test: int = 216
+    shots: int = 1024
+    scales: tuple[float, ...] = (1.0, 4.0)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        for name in ("blocks", "super_epochs", "trials", "epochs", "prune_epochs", "n_test", "shots"):
+            _check_int(owner, name, getattr(self, name))
+        _check_int(owner, "population", self.population, 2)
+        _check_int(owner, "settle_epochs", self.settle_epochs, 0)
+        _check_int(owner, "seed", self.seed, 0)
+        if not 0.0 <= self.sparsity < 1.0:
+            raise DemoConfigError(f"{owner}.sparsity must be in [0, 1), got {self.sparsity!r}")
+        if not 0.0 <= self.max_drop <= 1.0:
+            raise DemoConfigError(f"{owner}.max_drop must be in [0, 1], got {self.max_drop!r}")
+        if not self.scales or any(not s > 0 for s in self.scales):
+            raise DemoConfigError(f"{owner}.scales must be noise scales > 0, got {self.scales!r}")
+
+
+#: about half a minute: tests, tutorials and ``tinyqml demo --fast``
+QUANTUM_FAST = QuantumDemoConfig(blocks=2, super_epochs=3, trials=8, population=4, epochs=3, prune_epochs=2,
+                                 settle_epochs=1, n_test=48, shots=256)
+
+
+@dataclass(frozen=True)
+class QuantumRow:
+    """One evaluated model: test accuracies (noiseless, Aer per scale) and its transpiled circuit's size."""
+
+    name: str
+    noiseless: float
+    aer: dict[float, float]
+    params: int
+    gates: int
+    two_qubit: int
+    depth: int
+
+
+@dataclass(frozen=True)
+class QuantumDemoResult:
+    """What :func:`run_quantum` returns (accuracies are fractions in [0, 1])."""
+
+    config: QuantumDemoConfig
+    backend: str
+    n_qubits: int
+    rows: tuple[QuantumRow, ...]
+    winner: dict[str, Any]
+    trials: tuple[dict[str, Any], ...]
+    pruning: dict[str, Any]
+    n_train: int
+    n_val: int
+    n_test: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    #: the trained models by row name (``QuantumLayer``; not written to results.json)
+    layers: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def row(self, name: str) -> QuantumRow:
+        return next(r for r in self.rows if r.name == name)
+
+
+def load_backend(name: str) -> Any:
+    """A calibrated fake backend of ``qiskit_ibm_runtime.fake_provider`` by class name (offline)."""
+    try:
+        from qiskit_ibm_runtime import fake_provider
+    except ModuleNotFoundError as exc:
+        raise DemoConfigError("the quantum demo needs qiskit-ibm-runtime: pip install 'tinyqml[interop]'") from exc
+    cls = getattr(fake_provider, name, None)
+    if not isinstance(cls, type) or not name.startswith("Fake"):
+        known = sorted(n for n in dir(fake_provider) if n.startswith("Fake") and n.endswith("V2"))
+        raise DemoConfigError(f"no fake backend {name!r} in qiskit_ibm_runtime.fake_provider; "
+                              f"try one of {', '.join(known[:12])}, ...")
+    return cls()
+
+
+def _split(data: Any, seed: int) -> tuple[torch.Tensor, ...]:
+    perm = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(seed))
+    n_val = len(perm) // 4
+    return (data.x_train[perm[n_val:]], data.y_train[perm[n_val:]], data.x_train[perm[:n_val]],
+            data.y_train[perm[:n_val]])
+
+
+def _epoch_stage(progress: ProgressFn, name: str, total: int) -> Any:
+    stage = Stage(progress, name, total)
+    return lambda *_: stage.advance()
+
+
+def run_quantum(config: QuantumDemoConfig = QuantumDemoConfig(), progress: ProgressFn = silent,
+                storage: str = ":memory:", backend: Any = None) -> QuantumDemoResult:
+    """Run the quantum half; the co-search study goes to ``storage`` (a SQLite URL keeps it for
+    ``optuna-dashboard``); ``backend`` is the loaded ``config.backend`` when the caller has it."""
+    from tinyqml.classifier import encoder_4x4_ryzxy
+    from tinyqml.noise import NoiseModel
+    from tinyqml.qml.datasets import digits4
+    from tinyqml.qml.supercircuit import SuperCircuit, SuperCircuitConfig, SuperLayer
+    import tinyqml.qml as tq
+    from tinyqml.noise import quantumnas as qn
+
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    backend = load_backend(config.backend) if backend is None else backend
+    nm = NoiseModel.from_backend(backend)
+    data = digits4((0, 1, 2, 3), seed=config.seed)
+    xs, ys, xv, yv = _split(data, config.seed)
+    x_test, y_test = data.x_test[:config.n_test], data.y_test[:config.n_test]
+    encoder, observables = encoder_4x4_ryzxy(), [tq.Z(i) for i in range(4)]
+
+    sc = SuperCircuit(SuperCircuitConfig(n_wires=4, n_blocks=config.blocks))
+    super_layer = SuperLayer(encoder, sc, observables, seed=config.seed)
+    super_cfg = qn.SuperTrainConfig(epochs=config.super_epochs, warmup_epochs=2, restrict=2, seed=config.seed)
+    qn.train_supercircuit(super_layer, xs, ys, super_cfg,
+                          on_epoch=_epoch_stage(progress, "quantum: train the SuperCircuit", 2 + config.super_epochs))
+    seconds["supercircuit"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    found = _co_search(super_layer, backend, nm, xv, yv, config, progress, storage)
+    seconds["search"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    train_cfg = qn.TrainConfig(epochs=config.epochs, lr=0.05, seed=config.seed)
+    winner = qn.scratch_layer(super_layer, found.config, seed=config.seed)
+    qn.fit(winner, xs, ys, train_cfg, on_epoch=_epoch_stage(progress, "quantum: train the winner", config.epochs))
+    budget = winner.circuit.n_weights
+    prune_cfg = qn.PruneConfig(sparsity=config.sparsity, schedule="iterative", stages=4,
+                               prune_epochs=config.prune_epochs, settle_epochs=config.settle_epochs,
+                               max_drop=config.max_drop, seed=config.seed)
+    validate = qn.noisy_validator(backend, nm, found.mapping, xv, yv, 4, seed=config.seed)
+    pruned = qn.prune_gates(copy.deepcopy(winner), xs, ys, prune_cfg, validate,
+                            on_epoch=_epoch_stage(progress, "quantum: prune gates", prune_cfg.epochs))
+    hea = tq.QuantumLayer(encoder + qn.hea_with_budget(4, budget), observables, seed=config.seed)
+    qn.fit(hea, xs, ys, train_cfg, on_epoch=_epoch_stage(progress, "quantum: train the HEA baseline", config.epochs))
+    seconds["training"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    models = {
+        HEA: (hea, qn.map_circuit(hea.circuit, backend, None, seed=config.seed)),
+        SEARCHED: (winner, qn.map_circuit(winner.circuit, backend, found.mapping, seed=config.seed)),
+        PRUNED: (pruned.layer, qn.map_circuit(pruned.layer.circuit, backend, found.mapping, seed=config.seed)),
+    }
+    rows = _evaluate(models, x_test, y_test, nm, config, progress)
+    seconds["evaluation"] = time.perf_counter() - t
+    return QuantumDemoResult(
+        config=config, backend=backend.name, n_qubits=backend.num_qubits, rows=rows,
+        winner={"blocks": sc.key(found.sub_config), "mapping": list(found.mapping), "val_score": found.score,
+                "params": budget, "costs": found.costs},
+        trials=tuple(_trials(found.study)),
+        pruning={"gates_before": pruned.gates_before, "gates_after": pruned.gates_after,
+                 "sparsity": pruned.sparsity, "kept_epoch": pruned.kept_epoch, "val_before": pruned.val_before,
+                 "val_accuracies": list(pruned.val_accuracies), "sparsities": list(pruned.sparsities),
+                 "loss": list(pruned.history)},
+        n_train=len(ys), n_val=len(yv), n_test=len(y_test), seconds=seconds,
+        layers={name: layer for name, (layer, _) in models.items()})
+
+
+def _co_search(super_layer: Any, backend: Any, nm: Any, xv: torch.Tensor, yv: torch.Tensor,
+               config: QuantumDemoConfig, progress: ProgressFn, storage: str) -> Any:
+    from tinyqml.noise.quantumnas import CoSearch, SearchSettings
+    from tinyqml.search import Evolution, EvolutionConfig
+
+    stage = Stage(progress, "quantum: co-search circuit + mapping", config.trials)
+
+    class _Counted(CoSearch):
+        def objective(self, cfg: dict[str, Any], trial: Any) -> Any:  # one progress step per scored trial
+            value = super().objective(cfg, trial)
+            stage.advance()
+            return value
+
+    strategy = Evolution(EvolutionConfig(population=config.population, parents=min(4, config.population)))
+    settings = SearchSettings(n_trials=config.trials, strategy=strategy, seed=config.seed, storage=storage,
+                              study_name=f"demo-quantumnas-{config.backend}-seed{config.seed}",
+                              transpile_seed=config.seed)
+    found = _Counted(super_layer, backend, nm, xv, yv, 4, settings).run()
+    stage.finish()
+    return found
+
+
+def _evaluate(models: dict[str, Any], x: torch.Tensor, y: torch.Tensor, nm: Any, config: QuantumDemoConfig,
+              progress: ProgressFn) -> tuple[QuantumRow, ...]:
+    from tinyqml.noise.quantumnas import accuracy, aer_accuracy
+
+    stage = Stage(progress, "quantum: evaluate on Aer", len(models) * len(config.scales))
+    rows = []
+    for k, (name, (layer, mapped)) in enumerate(models.items()):
+        with torch.no_grad():
+            clean = accuracy(layer(x), y)
+        aer = {}
+        for j, scale in enumerate(config.scales):
+            aer[scale] = aer_accuracy(mapped, layer.weights, x, y, nm.scaled(scale), 4, shots=config.shots,
+                                      seed=1000 * config.seed + 10 * k + j)
+            stage.advance()
+        rows.append(QuantumRow(name, clean, aer, mapped.params, mapped.gates, mapped.two_qubit, mapped.depth))
+    return tuple(rows)
+
+
+def _trials(study: Any) -> list[dict[str, Any]]:
+    return [{"number": t.number, "value": float(t.values[0]), "two_qubit": t.user_attrs.get("costs", {}).get("two_qubit"),
+             "gates": t.user_attrs.get("costs", {}).get("gates")} for t in study.trials if t.values is not None]
