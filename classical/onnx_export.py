@@ -10,16 +10,27 @@ input's int8 parameters, weights are int8 initializers dequantized per output ch
 (``axis=0``), biases int32 dequantized with scale ``s_in * s_w``, and every activation output is
 followed by QuantizeLinear/DequantizeLinear with its scale and zero point (fused activations as
 Relu / Clip(0, 6)). The IR's fully-connected columns are in H, W, C order, so a flatten is a
-Transpose to NHWC then a Reshape. onnxruntime fuses the QDQ pairs into QLinearConv and friends
-with its own requantization rounding, so it matches tinyqml's int8 engine to within a
-quantization step or two rather than bit for bit. On x86 it leaves an int8 tensor read by two
-nodes (a residual input) and its producer and readers in float; ``OnnxOptions(uint8_activations=True)``
-writes the same grid as uint8 (zero point + 128), which it fuses everywhere.
+Transpose to NHWC then a Reshape. The model's IR version is the lowest its opset allows (not
+the installed onnx package's newest), so older onnxruntime releases load it too. onnxruntime
+fuses the QDQ pairs into QLinearConv and friends with its own requantization rounding, so it
+matches tinyqml's int8 engine to within a quantization step or two rather than bit for bit. On
+x86 it leaves an int8 tensor read by two nodes (a residual input) and its producer and readers in
+float; ``OnnxOptions(uint8_activations=True)`` writes the same grid as uint8 (zero point + 128),
+which it fuses everywhere.
+
+:func:`run_onnx` turns on onnxruntime's ``session.x64quantprecision``: on x86 CPUs without VNNI
+(AVX2 / AVX-512F only) its u8 x s8 GEMM kernel (VPMADDUBSW) adds pairs of products in saturating
+int16, so a convolution whose 8-bit inputs and weights are both large (any int8 weights past
+[-64, 63], as TFLite's symmetric ones are) comes out wrong by tens of steps; the option makes
+onnxruntime rewrite such weights as uint8 (``w + 128``, zero point with it: the same products) for
+its exact u8 x u8 kernel (x86 builds only: elsewhere it changes nothing; it costs some int8 speed).
 
 >>> import numpy as np, torch
 >>> from tinyqml.classical.convert import quantize_model
->>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
-...                           torch.nn.Linear(4 * 6 * 6, 5)).eval()
+>>> with torch.random.fork_rng():
+...     _ = torch.manual_seed(0)
+...     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+...                               torch.nn.Linear(4 * 6 * 6, 5)).eval()
 >>> x = torch.rand(32, 1, 6, 6, generator=torch.Generator().manual_seed(0))
 >>> q = quantize_model(net, x)
 >>> proto = to_onnx_qdq(q)
@@ -58,7 +69,7 @@ from tinyqml.classical.optional import ONNX_INSTALL, require
 from tinyqml.classical.quantize import QuantizedGraph, QuantizedNode
 from tinyqml.classical.tflite_export import as_qgraph, output_path, write_file
 
-__all__ = ["OnnxOptions", "export_onnx", "to_onnx_qdq", "export_onnx_qdq", "run_onnx"]
+__all__ = ["OnnxOptions", "export_onnx", "to_onnx_qdq", "export_onnx_qdq", "run_onnx", "session_options"]
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +161,30 @@ def _compare(path: Path, x: np.ndarray, expected: np.ndarray) -> None:
                           f"(max difference {err})")
 
 
+# onnxruntime's kOrtSessionOptionsAvx2PrecisionMode (onnxruntime_session_options_config_keys.h, PR #12088):
+# on x86 its Avx2WeightS8ToU8Transformer rewrites the constant s8 weights of QLinearConv / QGemm / MatMulInteger
+# and friends as u8, so that MLAS runs its exact u8u8 kernel instead of the u8s8 one (VPMADDUBSW), which
+# saturates int16 pair sums on CPUs without VNNI
+_X64_QUANT_PRECISION = "session.x64quantprecision"
+
+
+def session_options() -> Any:
+    """onnxruntime ``SessionOptions`` for int8 models that compute what the QDQ graph specifies: with
+    ``session.x64quantprecision`` on (see the module docstring; without it an AVX2-only x86 CPU's u8 x s8
+    kernels saturate, tens of quantization steps off). Pass it to ``onnxruntime.InferenceSession`` when
+    running :func:`export_onnx_qdq`'s files outside :func:`run_onnx`."""
+    ort = _import("onnxruntime")
+    options = ort.SessionOptions()
+    options.add_session_config_entry(_X64_QUANT_PRECISION, "1")
+    return options
+
+
 def run_onnx(model: Any, x: np.ndarray) -> np.ndarray:
-    """The first output of an ONNX model (a ``ModelProto`` or a file path) on onnxruntime's CPU provider."""
+    """The first output of an ONNX model (a ``ModelProto`` or a file path) on onnxruntime's CPU provider,
+    with :func:`session_options`."""
     ort = _import("onnxruntime")
     source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(source, session_options(), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: np.asarray(x, dtype=np.float32)})[0]
 
 
@@ -328,8 +358,11 @@ def to_onnx_qdq(model: Any, options: OnnxOptions = OnnxOptions()) -> Any:
         [helper.make_tensor_value_info("output", tp.FLOAT,
                                        _onnx_shape(g.shapes[g.outputs[0]], options.dynamic_batch))],
         initializer=b.inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", options.opset)],
-                              producer_name="tinyqml")
+    opsets = [helper.make_opsetid("", options.opset)]
+    # make_model writes the installed onnx's newest IR version, which older onnxruntime releases refuse to load
+    # ("Unsupported model IR version"); the opset's own minimum is what the graph needs
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="tinyqml",
+                              ir_version=helper.find_min_ir_version_for(opsets))
     b.onnx.checker.check_model(proto)
     return proto
 
