@@ -27,3 +27,58 @@ def test_train_qnn_fast_prints_progress_and_accuracy(capsys: pytest.CaptureFixtu
     history = json.loads((tmp_path / "history.json").read_text())
     assert abs(history[-1]["test_accuracy"] - float(m.group(2))) < 1e-4
     assert tq.expval(circuit, [tq.Z(0)], weights=torch.tensor(weights), inputs=torch.zeros(1, 16)).shape == (1, 1)
+
+
+# -- tinyqml train cnn ---------------------------------------------------------------------------------------
+
+def test_train_cnn_prints_epochs_and_saves_a_model_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from tinyqml.classical.data import DigitsConfig, load_digits_data
+    from tinyqml.classical.model_file import load_model_file
+    from tinyqml.classical.train import evaluate
+
+    path = tmp_path / "runs" / "cnn.pt"
+    assert main(["train", "cnn", "--widths", "4,8,8", "--epochs", "2", "--data-seed", "3", "--seed", "1",
+                 "-o", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert len(re.findall(r"^epoch [12]/2 loss \d+\.\d+ val \d+\.\d+%$", out, flags=re.M)) == 2, out
+    assert "SmallCNN widths 4,8,8: 31,232 MACs, 2,230 params" in out and "split seed 3" in out
+    m = re.search(r"^test accuracy (\d+\.\d+)% \(360 images\)$", out, flags=re.M)
+    assert m is not None, out
+    assert f"wrote {path}; next: tinyqml prune {path}" in out
+    model, config, metadata = load_model_file(path)
+    assert config.widths == (4, 8, 8) and metadata["data_seed"] == 3
+    data = load_digits_data(DigitsConfig(seed=3))
+    accuracy = evaluate(model, data.x_test, data.y_test)
+    assert abs(accuracy - float(m.group(1))) < 0.006
+    assert metadata["metrics"]["test_accuracy"] == pytest.approx(accuracy)
+    assert metadata["metrics"]["params"] == 2230 and metadata["steps"][0]["command"] == "train cnn"
+    assert accuracy > 20  # chance is 10%
+
+
+def test_train_cnn_defaults_and_fast() -> None:
+    from tinyqml.cli import build_parser
+    from tinyqml.commands.train import cnn_epochs
+
+    args = build_parser().parse_args(["train", "cnn"])
+    assert (args.widths, cnn_epochs(args), args.output, args.seed, args.data_seed, args.lr) == \
+        (None, 30, "runs/cnn.pt", 0, 0, 3e-3)
+    fast = build_parser().parse_args(["train", "cnn", "--fast"])
+    assert cnn_epochs(fast) == 3
+
+
+@pytest.mark.parametrize("argv", [["--widths", "8,16"], ["--widths", "a,b,c"], ["--widths", "0,8,8"],
+                                  ["--widths", "8,16,16,16"], ["--lr", "0"], ["--lr", "nan"], ["--epochs", "0"],
+                                  ["--data-seed", "-1"]])
+def test_train_cnn_bad_numbers_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "cnn", *argv])
+    assert exc.value.code == 2
+    assert "tinyqml train cnn: error: argument" in capsys.readouterr().err
+
+
+def test_train_cnn_into_a_directory_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "cnn", "--widths", "4,8,8", "--epochs", "1", "-o", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"tinyqml: error: {tmp_path} is a directory; give the model file to write, e.g. -o " \
+                           f"{tmp_path / 'cnn.pt'}\n"
+    assert "epoch" not in captured.out and list(tmp_path.iterdir()) == []
