@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 
 from tinyqml.commands.common import error, seed
@@ -81,7 +82,10 @@ class _Bars:
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, unit="step", leave=True, dynamic_ncols=True, file=sys.stderr)
+            # a terminal that reports 0 x 0 (some CI and ``script`` sessions) would get an empty bar
+            size = shutil.get_terminal_size((100, 24))
+            self.bar = tqdm(total=total, desc=stage, unit="step", leave=True, file=sys.stderr,
+                            ncols=min(size.columns, 120), nrows=max(size.lines, 2))
         assert self.bar is not None
         self.bar.n = done
         self.bar.refresh()
