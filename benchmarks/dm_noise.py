@@ -751,9 +751,10 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"meta": meta, "checks": checks, "results": [asdict(r) for r in rows],
                "speedups": {str(n): v for n, v in speed.items()}}  # fmt: skip
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "dm_noise.md").write_text(report)
-    (args.results_dir / "dm_noise.json").write_text(json.dumps(payload, indent=2) + "\n")
-    _log(f"wrote {args.results_dir / 'dm_noise.md'} and {args.results_dir / 'dm_noise.json'}")
+    stem = "dm_noise_quick" if args.quick else "dm_noise"  # a quick run never replaces the full one
+    (args.results_dir / f"{stem}.md").write_text(report)
+    (args.results_dir / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    _log(f"wrote {args.results_dir / (stem + '.md')} and {args.results_dir / (stem + '.json')}")
     return 0
 
 

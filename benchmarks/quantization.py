@@ -84,7 +84,9 @@ def torch_ao_ptq(model: torch.nn.Module, calib: torch.Tensor) -> torch.nn.Module
 def ort_session(path: Path):
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
+    from tinyqml.classical.onnx_export import session_options
+
+    opts = session_options()  # exact int8 products also on CPUs without VNNI
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

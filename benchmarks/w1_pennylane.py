@@ -140,8 +140,9 @@ def main() -> None:
     print(text)
     out = Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "w1_pennylane.md").write_text(text)
-    (out / "w1_pennylane.json").write_text(json.dumps([asdict(c) for c in cells], indent=1))
+    stem = "w1_pennylane_quick" if args.quick else "w1_pennylane"  # a quick run never replaces the full one
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps([asdict(c) for c in cells], indent=1))
 
 
 if __name__ == "__main__":

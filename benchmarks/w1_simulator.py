@@ -956,10 +956,12 @@ def render_report(meta, rows, checks, names, sizes, skipped_note) -> tuple[str, 
     return "\n".join(lines) + "\n", all_speed
 
 
-def write_results(results_dir: Path, report: str, payload: dict) -> None:
+def write_results(results_dir: Path, report: str, payload: dict, stem: str = "w1_simulator") -> None:
+    """Write ``stem.md`` and ``stem.json`` (``--quick`` runs use ``w1_simulator_quick``: they never replace
+    the full run's results)."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "w1_simulator.md").write_text(report)
-    (results_dir / "w1_simulator.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (results_dir / f"{stem}.md").write_text(report)
+    (results_dir / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------
@@ -1045,8 +1047,9 @@ def main(argv: list[str] | None = None) -> int:
         "results": [asdict(r) for r in rows],
         "speedups": {m: {str(n): v for n, v in s.items()} for m, s in speed.items()},
     }
-    write_results(args.results_dir, report, payload)
-    _log(f"wrote {args.results_dir / 'w1_simulator.md'} and {args.results_dir / 'w1_simulator.json'}")
+    stem = "w1_simulator_quick" if args.quick else "w1_simulator"
+    write_results(args.results_dir, report, payload, stem)
+    _log(f"wrote {args.results_dir / (stem + '.md')} and {args.results_dir / (stem + '.json')}")
     return 0
 
 

@@ -29,7 +29,6 @@ from typing import Callable, Sequence
 from tinyqml import __version__
 from tinyqml.commands import COMMANDS
 from tinyqml.commands.common import error
-from tinyqml.qml.errors import TinyQMLError
 
 __all__ = ["main", "build_parser"]
 
@@ -58,8 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return func(args)
-    except TinyQMLError as exc:
-        return error(exc)
+    except Exception as exc:
+        # imported here: tinyqml.qml loads torch, which ``tinyqml --help`` and argument errors never need
+        from tinyqml.qml.errors import TinyQMLError
+
+        if isinstance(exc, TinyQMLError):
+            return error(exc)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,12 +34,15 @@ def test_search_trials_and_winner(fast_demo) -> None:  # type: ignore[no-untyped
     assert len(mapping) == 4 and len(set(mapping)) == 4 and all(0 <= m < q.n_qubits for m in mapping)
 
 
-def test_unknown_backend_names_the_known_ones() -> None:
+def test_backends_by_name_and_size() -> None:
     pytest.importorskip("qiskit_ibm_runtime")
-    with pytest.raises(DemoConfigError, match="no fake backend 'FakeNowhere'.*FakeManilaV2|FakeA"):
+    from tinyqml.noise.errors import NoiseModelError
+
+    assert load_backend("quito").num_qubits == 5
+    with pytest.raises(NoiseModelError, match="no fake backend 'FakeNowhere'.*FakeManilaV2"):
         load_backend("FakeNowhere")
-    with pytest.raises(DemoConfigError):
-        load_backend("fake_provider")  # a module attribute, not a backend class
+    with pytest.raises(DemoConfigError, match="has 27 qubits, pick one with 4..7"):
+        load_backend("FakeMumbaiV2")  # 27 qubits: too large for the demo's density matrices
 
 
 @pytest.mark.parametrize("kwargs, message", [({"trials": 0}, "trials must be an integer >= 1"),

@@ -8,9 +8,9 @@ Modules import their heavy dependencies (torch, qiskit, optuna) inside the runne
 
 from __future__ import annotations
 
-from tinyqml.commands import bench, codegen, nas, noise, prune, quantize, search, train
+from tinyqml.commands import bench, codegen, demo, nas, noise, prune, quantize, search, train
 
 #: registration order = the order ``tinyqml --help`` lists them
-COMMANDS = (train, search, prune, quantize, codegen, bench, noise, nas)
+COMMANDS = (demo, train, search, prune, quantize, codegen, bench, noise, nas)
 
 __all__ = ["COMMANDS"]

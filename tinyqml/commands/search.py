@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from tinyqml.commands.common import error, positive_int
-from tinyqml.qml.errors import TinyQMLError
 
 __all__ = ["register", "SEARCH_STORAGE"]
 
@@ -70,6 +69,7 @@ def _run_search(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
     from tinyqml.classical.errors import CompressionError
+    from tinyqml.qml.errors import TinyQMLError
     from tinyqml.search import SearchError
     from tinyqml.search.workers import WORKER_ATTR
     from tinyqml.searches import run_builtin_search

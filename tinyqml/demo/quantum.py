@@ -47,6 +47,10 @@ HEA, SEARCHED, PRUNED = "HEA baseline (RY/RZ + CX ring, default layout)", "Quant
     "QuantumNAS: searched + mapped + pruned"
 
 
+#: the largest device the demo accepts (its noisy simulation holds density matrices of the used qubits)
+MAX_QUBITS = 7
+
+
 class DemoConfigError(TinyQMLError, ValueError):
     """A demo configuration value is out of range."""
 
@@ -136,17 +140,16 @@ class QuantumDemoResult:
 
 
 def load_backend(name: str) -> Any:
-    """A calibrated fake backend of ``qiskit_ibm_runtime.fake_provider`` by class name (offline)."""
-    try:
-        from qiskit_ibm_runtime import fake_provider
-    except ModuleNotFoundError as exc:
-        raise DemoConfigError("the quantum demo needs qiskit-ibm-runtime: pip install 'tinyqml[interop]'") from exc
-    cls = getattr(fake_provider, name, None)
-    if not isinstance(cls, type) or not name.startswith("Fake"):
-        known = sorted(n for n in dir(fake_provider) if n.startswith("Fake") and n.endswith("V2"))
-        raise DemoConfigError(f"no fake backend {name!r} in qiskit_ibm_runtime.fake_provider; "
-                              f"try one of {', '.join(known[:12])}, ...")
-    return cls()
+    """The calibrated fake backend ``name`` (:func:`tinyqml.noise.calibration.fake_backend`: ``FakeQuitoV2``,
+    ``quito``, ...), checked to have 4 to 7 qubits (4 logical qubits, density matrices of the device)."""
+    from tinyqml.noise.calibration import fake_backend
+
+    backend = fake_backend(name)
+    if not 4 <= backend.num_qubits <= MAX_QUBITS:
+        raise DemoConfigError(f"the quantum demo maps 4 qubits onto a small device: {name!r} has "
+                              f"{backend.num_qubits} qubits, pick one with 4..{MAX_QUBITS} (FakeQuitoV2, "
+                              f"FakeManilaV2, FakeLimaV2, FakeBelemV2 have 5)")
+    return backend
 
 
 def _split(data: Any, seed: int) -> tuple[torch.Tensor, ...]:
