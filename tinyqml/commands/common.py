@@ -1,4 +1,4 @@
-"""Argument types and the one-line error shared by the ``tinyqml`` subcommands.
+"""Argument types, the one-line error and the model-file helpers shared by the ``tinyqml`` subcommands.
 
 >>> positive_int("3"), seed("7")
 (3, 7)
@@ -9,9 +9,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import sys
+from pathlib import Path
+from typing import Iterator
 
-__all__ = ["positive_int", "seed", "fraction", "error", "Subparsers"]
+__all__ = ["positive_int", "seed", "fraction", "positive_float", "non_negative_int", "error", "Subparsers",
+           "open_model_file", "split_seed", "printed_epochs"]
 
 #: the object ``add_subparsers`` returns, which every command module's ``register`` receives
 Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -55,3 +60,80 @@ def error(exc: BaseException) -> int:
     message = " ".join(str(exc).split())  # always a single line
     print(f"tinyqml: error: {message}", file=sys.stderr)
     return 1
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 such as a learning rate (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 such as a number of fine-tuning epochs (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def open_model_file(path: str):  # type: ignore[no-untyped-def]
+    """:func:`~tinyqml.classical.model_file.load_model_file`, whose missing-file and not-a-model-file errors
+    also say how to make one (``tinyqml train cnn -o PATH``)."""
+    from tinyqml.classical.model_file import ModelFileNotFoundError, NotAModelFileError, load_model_file
+
+    try:
+        return load_model_file(path)
+    except (ModelFileNotFoundError, NotAModelFileError) as exc:
+        p = Path(path)
+        if "TFLite flatbuffer" in str(exc):
+            hint = (f"prune and quantize read the .pt model files of `tinyqml train cnn` and `tinyqml prune`; "
+                    f"`tinyqml codegen {p} -o DIR` reads a .tflite")
+        else:
+            made = p / "cnn.pt" if p.is_dir() else (p if p.suffix == ".pt" else p.with_suffix(".pt"))
+            hint = f"make one with `tinyqml train cnn -o {made}`"
+        raise type(exc)(f"{exc}; {hint}") from exc
+
+
+def split_seed(metadata: dict, path: str) -> int | None:
+    """The digits split seed a model file names (``metadata["data_seed"]``), None when it names none."""
+    from tinyqml.classical.model_file import ModelFileFormatError
+
+    value = metadata.get("data_seed")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ModelFileFormatError(f"{path} has the data_seed {value!r}; expected an integer >= 0")
+    return value
+
+
+@contextlib.contextmanager
+def printed_epochs(indent: str = "") -> Iterator[None]:
+    """Print the per-epoch line of :func:`tinyqml.classical.train.train` (``epoch k/N loss ... val ...%``,
+    which it logs at INFO on its module logger) to stdout while the block runs."""
+    import logging
+
+    logger = logging.getLogger("tinyqml.classical.train")
+
+    class _Print(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            print(f"{indent}{record.getMessage()}", flush=True)
+
+    handler = _Print(logging.INFO)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # printed here, not twice
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyqml.commands.common import error, fraction, positive_int, seed
-from tinyqml.commands.train import positive_float
+from tinyqml.commands.common import error, fraction, non_negative_int, positive_float, positive_int, seed
 
-__all__ = ["register", "output_path", "non_negative_int"]
+__all__ = ["register", "output_path"]
 
 PRUNE_EXAMPLES = """\
 examples:
@@ -33,17 +32,6 @@ then: tinyqml quantize runs/cnn_pruned.pt -o runs/cnn.tflite
 
 #: defaults of the method-specific options (None on the command line: not given)
 DEFAULT_RATIO, DEFAULT_SPARSITY = 0.5, 0.75
-
-
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 such as a number of fine-tuning epochs (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -115,7 +103,7 @@ def _run_prune(args: argparse.Namespace) -> int:
     from tinyqml.classical.model_file import config_of, save_model_file
     from tinyqml.classical.pruning import FineGrainedConfig, FineGrainedPruner, sparsity_report
     from tinyqml.classical.train import TrainConfig, evaluate, train
-    from tinyqml.commands.train import open_model_file, printed_epochs, split_seed
+    from tinyqml.commands.common import open_model_file, printed_epochs, split_seed
     from tinyqml.search import SearchError
 
     misused = _misused(args)

@@ -76,7 +76,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     from tinyqml.classical.quantize import QuantizeConfig
     from tinyqml.classical.tflite_export import TFLMRunner, export_tflite, operator_names
     from tinyqml.classical.train import evaluate
-    from tinyqml.commands.train import open_model_file, split_seed
+    from tinyqml.commands.common import open_model_file, split_seed
 
     out = output_path(args)
     if out.is_dir():

@@ -16,17 +16,13 @@ model file (:mod:`tinyqml.classical.model_file`) for ``tinyqml prune`` and ``tin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import math
 from pathlib import Path
-from typing import Iterator
 
-from tinyqml.commands.common import error, positive_int, seed
+from tinyqml.commands.common import error, positive_float, positive_int, printed_epochs, seed
 
-__all__ = ["register", "qnn_config", "cnn_epochs", "widths", "positive_float", "printed_epochs",
-           "open_model_file", "split_seed"]
+__all__ = ["register", "qnn_config", "cnn_epochs", "widths"]
 
 TRAIN_EXAMPLES = """\
 examples:
@@ -64,16 +60,6 @@ def widths(text: str) -> tuple[int, int, int]:
         raise argparse.ArgumentTypeError(f"expected three positive widths such as 16,32,32, got {text!r}")
     return values  # type: ignore[return-value]
 
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 such as a learning rate (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 QNN_EXAMPLES = """\
 examples:
@@ -177,61 +163,6 @@ def _register_cnn(models: "argparse._SubParsersAction[argparse.ArgumentParser]")
 def cnn_epochs(args: argparse.Namespace) -> int:
     """The number of epochs ``tinyqml train cnn`` arguments ask for."""
     return args.epochs if args.epochs is not None else (FAST_CNN if args.fast else DEFAULT_CNN)[1]
-
-
-@contextlib.contextmanager
-def printed_epochs(indent: str = "") -> Iterator[None]:
-    """Print the per-epoch line of :func:`tinyqml.classical.train.train` (``epoch k/N loss ... val ...%``,
-    which it logs at INFO on its module logger) to stdout while the block runs."""
-    import logging
-
-    logger = logging.getLogger("tinyqml.classical.train")
-
-    class _Print(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            print(f"{indent}{record.getMessage()}", flush=True)
-
-    handler = _Print(logging.INFO)
-    level, propagate = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # printed here, not twice
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
-
-
-def open_model_file(path: str):  # type: ignore[no-untyped-def]
-    """:func:`~tinyqml.classical.model_file.load_model_file`, whose missing-file and not-a-model-file errors
-    also say how to make one (``tinyqml train cnn -o PATH``)."""
-    from tinyqml.classical.model_file import ModelFileNotFoundError, NotAModelFileError, load_model_file
-
-    try:
-        return load_model_file(path)
-    except (ModelFileNotFoundError, NotAModelFileError) as exc:
-        p = Path(path)
-        if "TFLite flatbuffer" in str(exc):
-            hint = (f"prune and quantize read the .pt model files of `tinyqml train cnn` and `tinyqml prune`; "
-                    f"`tinyqml codegen {p} -o DIR` reads a .tflite")
-        else:
-            made = p / "cnn.pt" if p.is_dir() else (p if p.suffix == ".pt" else p.with_suffix(".pt"))
-            hint = f"make one with `tinyqml train cnn -o {made}`"
-        raise type(exc)(f"{exc}; {hint}") from exc
-
-
-def split_seed(metadata: dict, path: str) -> int | None:
-    """The digits split seed a model file names (``metadata["data_seed"]``), None when it names none."""
-    from tinyqml.classical.model_file import ModelFileFormatError
-
-    value = metadata.get("data_seed")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ModelFileFormatError(f"{path} has the data_seed {value!r}; expected an integer >= 0")
-    return value
 
 
 def _run_cnn(args: argparse.Namespace) -> int:
