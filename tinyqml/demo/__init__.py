@@ -96,6 +96,17 @@ def run_dir(root: str | os.PathLike, now: datetime | None = None) -> Path:
     raise DemoConfigError(f"cannot create a new run folder under {base}: {stamp} and 998 more are taken")
 
 
+def _cpu_name() -> str:
+    """The CPU model (Linux ``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        logger.debug("no /proc/cpuinfo")
+    return platform.processor() or platform.machine()
+
+
 def _meta(config: DemoConfig, started: datetime, command: str) -> dict[str, Any]:
     import torch
 
@@ -105,7 +116,7 @@ def _meta(config: DemoConfig, started: datetime, command: str) -> dict[str, Any]
         qiskit_version = qiskit.__version__
     except ModuleNotFoundError:
         qiskit_version = "not installed"
-    return {"started": started.strftime("%Y-%m-%d %H:%M:%S"), "machine": f"{platform.processor() or platform.machine()}"
+    return {"started": started.strftime("%Y-%m-%d %H:%M:%S"), "machine": f"{_cpu_name()}"
             f" ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})", "torch": torch.__version__,
             "qiskit": qiskit_version, "seed": config.quantum.seed, "fast": config.fast, "command": command,
             "parts": list(config.parts)}
