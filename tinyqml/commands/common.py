@@ -13,7 +13,7 @@ import contextlib
 import math
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 __all__ = ["positive_int", "seed", "fraction", "positive_float", "non_negative_int", "error", "Subparsers",
            "open_model_file", "split_seed", "printed_epochs"]
@@ -22,37 +22,40 @@ __all__ = ["positive_int", "seed", "fraction", "positive_float", "non_negative_i
 Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
+def _number(text: str, cast: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Any:
+    """``cast(text)`` when it parses and ``ok`` accepts it, else argparse's error saying what was expected."""
+    try:
+        value = cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 such as a number of fine-tuning epochs (argparse type)."""
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
 
 
 def seed(text: str) -> int:
     """An integer seed in ``0 .. 2**62-1`` (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value < 2 ** 62:
-        raise argparse.ArgumentTypeError(f"expected a seed in 0..2**62-1, got {value}")
-    return value
+    return _number(text, int, lambda v: 0 <= v < 2 ** 62, "an integer seed in 0..2**62-1")
 
 
 def fraction(text: str) -> float:
     """A number in ``[0, 1)`` such as a sparsity or a pruning ratio (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
-    return value
+    return _number(text, float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 such as a learning rate (argparse type)."""
+    return _number(text, float, lambda v: math.isfinite(v) and v > 0, "a positive number")
 
 
 def error(exc: BaseException) -> int:
@@ -60,28 +63,6 @@ def error(exc: BaseException) -> int:
     message = " ".join(str(exc).split())  # always a single line
     print(f"tinyqml: error: {message}", file=sys.stderr)
     return 1
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 such as a learning rate (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 such as a number of fine-tuning epochs (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def open_model_file(path: str):  # type: ignore[no-untyped-def]
