@@ -28,7 +28,6 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -39,6 +38,7 @@ from tinyqml.classical.data import DigitsData
 from tinyqml.classical.supernet import OFAMobileNetV2, recalibrate_batchnorm, resize
 from tinyqml.classical.tflite_export import export_tflite
 from tinyqml.classical.train import TrainConfig, evaluate, train
+from tinyqml.classical.verify import compare_host_with_tflm
 
 __all__ = ["DeployConfig", "DeployResult", "resized_data", "deploy_arch"]
 
@@ -116,17 +116,6 @@ def _finetune(net: OFAMobileNetV2, arch: Arch, sub: nn.Module, data: DigitsData,
     train(sub, data, config.finetune, teacher=teacher)
 
 
-def _verify(blob: bytes, gen: CodegenResult, int8_input: np.ndarray, workdir: Path) -> int:
-    from tinyqml.classical import mcu
-    from tinyqml.classical.tflite_export import TFLMRunner
-
-    rows = np.ascontiguousarray(int8_input.reshape(len(int8_input), -1))
-    sources = [gen.out_dir / "model.c", gen.out_dir / "tinyqml_rt.c"]
-    host = mcu.run_harness(sources, [gen.out_dir], rows, gen.output_size, workdir, "host")
-    tflm = TFLMRunner(blob).run_all(int8_input)[0].reshape(len(int8_input), -1)
-    return int((host.outputs == tflm).sum())
-
-
 def deploy_arch(net: OFAMobileNetV2, arch: Arch, data: DigitsData, out_dir: str | os.PathLike,
                 config: DeployConfig = DeployConfig()) -> DeployResult:
     """Extract ``arch`` from ``net``, fine-tune, quantize, write ``model.tflite`` and the C (``c/``) into
@@ -159,7 +148,7 @@ def deploy_arch(net: OFAMobileNetV2, arch: Arch, data: DigitsData, out_dir: str 
     if config.verify_images:
         xq = int8_model.qgraph.input.quantize(to_nhwc(d.x_test[:config.verify_images]))
         total = int(xq.shape[0]) * gen.output_size
-        equal = _verify(blob, gen, xq, out / "build")
+        equal = compare_host_with_tflm(blob, gen, xq, out / "build").equal
     torch.save(sub.state_dict(), out / "model.pt")
     result = DeployResult(arch, sub, macs(arch, net.config), params(arch, net.config), shared, tuned, int8_acc,
                           tflite_path, gen.out_dir, gen, equal, total)

@@ -67,7 +67,8 @@ from tinyqml.classical.mcu import (
 from tinyqml.classical.tflite_builder import SingleOpCase
 
 __all__ = ["VerifyModel", "ModelOutcome", "BatchReport", "BatchEntry", "cases_to_models", "model_io", "random_samples",
-           "tflm_outputs", "batch_main", "parse_batch_output", "verify_models"]
+           "tflm_outputs", "batch_main", "parse_batch_output", "verify_models", "HostComparison",
+           "compare_host_with_tflm"]
 
 log = logging.getLogger(__name__)
 
@@ -492,3 +493,33 @@ def verify_models(models: Sequence[VerifyModel], workdir: str | os.PathLike,
     report = BatchReport(tuple(outcomes), tuple(programs), tuple(sizes), target)
     log.info("%s", report.summary())
     return report
+
+
+@dataclass(frozen=True)
+class HostComparison:
+    """The int8 outputs [n, outputs] of the generated C built for the host and of TFLite Micro on the same
+    ``.tflite`` and inputs; ``equal`` counts the identical values."""
+
+    host: np.ndarray
+    tflm: np.ndarray
+
+    @property
+    def equal(self) -> int:
+        return int((self.host == self.tflm).sum())
+
+    @property
+    def bit_exact(self) -> bool:
+        return self.equal == self.tflm.size
+
+
+def compare_host_with_tflm(blob: bytes, gen: CodegenResult, int8_input: np.ndarray, workdir: Path) -> HostComparison:
+    """Build ``gen``'s C with the harness for the host, run it and TFLite Micro on ``int8_input``
+    [n, ...] (the model's input quantization already applied), and return both outputs."""
+    from tinyqml.classical.mcu import run_harness
+    from tinyqml.classical.tflite_export import TFLMRunner
+
+    rows = np.ascontiguousarray(int8_input.reshape(len(int8_input), -1))
+    sources = [gen.out_dir / "model.c", gen.out_dir / "tinyqml_rt.c"]
+    host = run_harness(sources, [gen.out_dir], rows, gen.output_size, Path(workdir), "host")
+    tflm = TFLMRunner(blob).run_all(int8_input)[0].reshape(len(int8_input), -1)
+    return HostComparison(host.outputs, tflm)

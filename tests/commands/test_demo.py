@@ -40,3 +40,12 @@ def test_demo_bad_arguments_exit_2(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+def test_demo_unwritable_output_is_one_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["demo", "--fast", "--only", "classical", "-o", str(blocker / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tinyqml: error: cannot create the run folder") and err.count("\n") == 1
+    assert "-o DIR" in err

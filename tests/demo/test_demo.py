@@ -68,6 +68,24 @@ def test_config_rejects_bad_parts(parts) -> None:  # type: ignore[no-untyped-def
         DemoConfig(parts=parts)
 
 
+def test_preflight_refuses_a_backend_whose_noise_cannot_be_scaled() -> None:
+    pytest.importorskip("qiskit_aer")
+    import dataclasses
+
+    from tinyqml.demo import preflight
+
+    lagos = dataclasses.replace(DEMO_FAST.quantum, backend="FakeLagosV2")  # readout error too large for x4
+    with pytest.raises(DemoConfigError, match="fake_lagos's noise model cannot be scaled by 4"):
+        preflight(dataclasses.replace(DEMO_FAST, quantum=lagos, parts=("quantum",)))
+
+
+def test_run_dir_in_an_unwritable_place_says_what_to_do(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DemoConfigError, match="cannot create the run folder .*give a writable folder with -o DIR"):
+        run_dir(blocker / "runs")
+
+
 def test_with_seed_sets_every_seed() -> None:
     config = DEMO_FAST.with_seed(7)
     assert config.quantum.seed == config.classical.seed == 7 and config.fast

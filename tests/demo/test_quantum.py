@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tinyqml.demo.quantum import HEA, PRUNED, SEARCHED, DemoConfigError, QuantumDemoConfig, load_backend
+from tinyqml.demo.errors import DemoConfigError
+from tinyqml.demo.quantum import HEA, PRUNED, SEARCHED, QuantumDemoConfig, load_backend
 
 
 def test_rows_are_the_trained_models_accuracies(fast_demo) -> None:  # type: ignore[no-untyped-def]
@@ -48,7 +49,8 @@ def test_backends_by_name_and_size() -> None:
 @pytest.mark.parametrize("kwargs, message", [({"trials": 0}, "trials must be an integer >= 1"),
                                              ({"sparsity": 1.0}, "sparsity must be in"),
                                              ({"scales": ()}, "scales must be noise scales"),
-                                             ({"population": 1}, "population must be an integer >= 2")])
+                                             ({"population": 1}, "population must be an integer >= 2"),
+                                             ({"seed": 2 ** 32}, r"seed must be an integer in 0..4294967295")])
 def test_config_rejects_bad_values(kwargs, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(DemoConfigError, match=message):
         QuantumDemoConfig(**kwargs)

@@ -15,7 +15,7 @@ import sys
 
 from tinyqml.commands.common import error, seed
 
-__all__ = ["register", "demo_config"]
+__all__ = ["register", "demo_config", "reproduce_command"]
 
 DEMO_EXAMPLES = """\
 examples:
@@ -64,6 +64,19 @@ def demo_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.backend:
         config = dataclasses.replace(config, quantum=dataclasses.replace(config.quantum, backend=args.backend))
     return dataclasses.replace(config, parts=(args.only,) if args.only else PARTS)
+
+
+def reproduce_command(args: argparse.Namespace) -> str:
+    """The ``tinyqml demo`` command line that runs the same job again (for the report).
+
+    >>> from tinyqml.cli import build_parser
+    >>> reproduce_command(build_parser().parse_args(["demo", "--fast", "--only", "classical", "-o", "my runs"]))
+    "tinyqml demo --fast --only classical -o 'my runs'"
+    """
+    parts = ["tinyqml", "demo"] + (["--fast"] if args.fast else []) + (["--seed", str(args.seed)] if args.seed else [])
+    parts += (["--only", args.only] if args.only else []) + (["--backend", args.backend] if args.backend else [])
+    parts += ["-o", args.output] if args.output != "runs" else []
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 class _Bars:
@@ -115,8 +128,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     _quiet()
     config = demo_config(args)
     bars = _Bars(enabled=not args.no_progress and sys.stderr.isatty())
-    command = "tinyqml " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] else \
-        "tinyqml demo" + (" --fast" if args.fast else "") + (f" --seed {args.seed}" if args.seed else "")
+    command = reproduce_command(args)
     print(f"tinyqml demo{' (fast)' if config.fast else ''}: {', '.join(config.parts)}; seed {args.seed}", flush=True)
     try:
         result = run_demo(args.output, config, progress=bars, command=command)

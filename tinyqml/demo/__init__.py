@@ -13,7 +13,7 @@
 >>> DemoConfig(parts=("quantum", "optics"))
 Traceback (most recent call last):
 ...
-tinyqml.demo.quantum.DemoConfigError: DemoConfig.parts must be a non-empty subset of ('quantum', 'classical'), got ('quantum', 'optics')
+tinyqml.demo.errors.DemoConfigError: DemoConfig.parts must be a non-empty subset of ('quantum', 'classical'), got ('quantum', 'optics')
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any
 
 from tinyqml.demo.classical import CLASSICAL_FAST, ClassicalDemoConfig, ClassicalDemoResult, run_classical
 from tinyqml.demo.progress import ProgressFn, silent
-from tinyqml.demo.quantum import (QUANTUM_FAST, DemoConfigError, QuantumDemoConfig, QuantumDemoResult, load_backend,
-                                  run_quantum)
+from tinyqml.demo.errors import DemoConfigError
+from tinyqml.demo.quantum import QUANTUM_FAST, QuantumDemoConfig, QuantumDemoResult, load_backend, run_quantum
 from tinyqml.demo.report import write_report
 
 logger = logging.getLogger(__name__)
@@ -85,14 +85,16 @@ def run_dir(root: str | os.PathLike, now: datetime | None = None) -> Path:
     """
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     base = Path(root)
-    base.mkdir(parents=True, exist_ok=True)
     for k in range(1, 1000):
         path = base / (stamp if k == 1 else f"{stamp}-{k}")
         try:
-            path.mkdir()
+            path.mkdir(parents=True)
             return path
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise DemoConfigError(f"cannot create the run folder {path} ({exc.strerror or exc}); give a writable "
+                                  f"folder with -o DIR") from exc
     raise DemoConfigError(f"cannot create a new run folder under {base}: {stamp} and 998 more are taken")
 
 
@@ -129,6 +131,21 @@ def _require(module: str, extra: str) -> None:
         raise DemoConfigError(f"the demo needs {module}: pip install 'tinyqml[{extra}]' (make demo installs it)")
 
 
+def _check_scales(backend: Any, scales: tuple[float, ...]) -> None:
+    """Every evaluation scale must give a valid noise model for ``backend`` (before any training)."""
+    from tinyqml.noise import NoiseModel
+    from tinyqml.qml.errors import TinyQMLError
+
+    model = NoiseModel.from_backend(backend)
+    for scale in scales:
+        try:
+            model.scaled(scale)
+        except TinyQMLError as exc:
+            raise DemoConfigError(f"{backend.name}'s noise model cannot be scaled by {scale:g} for the evaluation "
+                                  f"({exc}); pick another backend (FakeQuitoV2, FakeManilaV2) or smaller scales "
+                                  f"in QuantumDemoConfig.scales") from exc
+
+
 def preflight(config: DemoConfig) -> Any:
     """Check what the run needs before anything is trained; returns the quantum half's backend (or ``None``)."""
     _require("matplotlib", "plot")
@@ -136,6 +153,7 @@ def preflight(config: DemoConfig) -> Any:
     if "quantum" in config.parts:
         _require("qiskit_aer", "interop")
         backend = load_backend(config.quantum.backend)
+        _check_scales(backend, config.quantum.scales)
     if "classical" in config.parts:
         from tinyqml.classical import mcu
 

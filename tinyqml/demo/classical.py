@@ -12,7 +12,7 @@ images also run on an emulated Cortex-M4.
 >>> ClassicalDemoConfig(widths=(8,))
 Traceback (most recent call last):
 ...
-tinyqml.demo.quantum.DemoConfigError: ClassicalDemoConfig.widths must be 3 channel counts >= 1, got (8,)
+tinyqml.demo.errors.DemoConfigError: ClassicalDemoConfig.widths must be 3 channel counts >= 1, got (8,)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from tinyqml.demo.progress import ProgressFn, Stage, silent
-from tinyqml.demo.quantum import DemoConfigError, _check_int
+from tinyqml.demo.errors import MAX_SEED, DemoConfigError, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +61,9 @@ class ClassicalDemoConfig:
         if len(self.widths) != 3 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.widths):
             raise DemoConfigError(f"{owner}.widths must be 3 channel counts >= 1, got {self.widths!r}")
         for name in ("epochs", "finetune_epochs", "calibration", "timing_repeats", "round_to"):
-            _check_int(owner, name, getattr(self, name))
-        _check_int(owner, "m4_images", self.m4_images, 0)
-        _check_int(owner, "seed", self.seed, 0)
+            check_int(owner, name, getattr(self, name))
+        check_int(owner, "m4_images", self.m4_images, 0)
+        check_int(owner, "seed", self.seed, 0, MAX_SEED)
         if not 0.0 <= self.prune_ratio < 1.0:
             raise DemoConfigError(f"{owner}.prune_ratio must be in [0, 1), got {self.prune_ratio!r}")
 
@@ -74,8 +74,11 @@ CLASSICAL_FAST = ClassicalDemoConfig(widths=(16, 32, 32), epochs=4, finetune_epo
 
 @dataclass(frozen=True)
 class ClassicalStage:
-    """One step of the flow: its test accuracy (%, on ``n`` images), MACs, parameters and size in bytes
-    (fp32 weights, int8 ``.tflite`` file, or the C's flash for constants)."""
+    """One step of the flow: its test accuracy (%, on ``n`` images), MACs, parameters and size in bytes.
+    fp32 rows: the module's parameters (BatchNorm included), 4 bytes each. int8 rows: the constant tensors
+    of the ``.tflite`` (BatchNorm folded; int8 weights, int32 biases) and their bytes; for the generated C
+    the bytes of its constant arrays (weights, biases, requantization multipliers and shifts), for TFLite
+    Micro the whole ``.tflite`` file. Runtime code is in none of them."""
 
     name: str
     accuracy: float
@@ -99,7 +102,7 @@ class ClassicalDemoResult:
     c_peak_sram: int
     c_arena: int
     tflm_arena: int
-    c_flash: int
+    c_const_bytes: int
     operators: tuple[str, ...]
     tflite_path: Path
     c_dir: Path
@@ -144,69 +147,81 @@ def _train_stage(progress: ProgressFn, name: str, epochs: int, n_train: int, bat
     return lambda _step: stage.advance()
 
 
-def run_classical(out_dir: str | Path, config: ClassicalDemoConfig = ClassicalDemoConfig(),
-                  progress: ProgressFn = silent) -> ClassicalDemoResult:
-    """Run the classical half, writing ``model.tflite``, the C sources (``c/``) and builds under ``out_dir``."""
-
-    from tinyqml.classical import prune_channels, quantize_model
-    from tinyqml.classical.channel_pruning import ChannelPruneConfig
+def _fp32_stage(name: str, model: Any, data: Any) -> ClassicalStage:
     from tinyqml.classical.costs import profile_net
-    from tinyqml.classical.data import DigitsConfig, load_digits_data
-    from tinyqml.classical.models import SmallCNN, SmallCNNConfig
-    from tinyqml.classical.train import TrainConfig, evaluate, train
+    from tinyqml.classical.train import evaluate
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
-    t = time.perf_counter()
-    data = load_digits_data(DigitsConfig(seed=config.seed))
-    n_test = len(data.y_test)
+    prof = profile_net(model, data.x_test[:1])
+    return ClassicalStage(name, evaluate(model, data.x_test, data.y_test), len(data.y_test), prof.macs, prof.params,
+                          4 * prof.params)
+
+
+def _train_and_prune(data: Any, config: ClassicalDemoConfig, progress: ProgressFn) -> tuple[Any, Any, dict]:
+    """The dense CNN, its channel-pruned and fine-tuned copy, and their training histories."""
+    from tinyqml.classical import prune_channels
+    from tinyqml.classical.channel_pruning import ChannelPruneConfig
+    from tinyqml.classical.models import SmallCNN, SmallCNNConfig
+    from tinyqml.classical.train import TrainConfig, train
+
     dense = SmallCNN(SmallCNNConfig(widths=config.widths), seed=config.seed)
     cfg = TrainConfig(epochs=config.epochs, seed=config.seed)
     hist = train(dense, data, cfg, on_step=_train_stage(progress, "classical: train the CNN", config.epochs,
                                                          len(data.y_train), cfg.batch_size))
     dense.eval()
-    x1 = data.x_test[:1]
-    prof = profile_net(dense, x1)
-    stages = [ClassicalStage("fp32 CNN", evaluate(dense, data.x_test, data.y_test), n_test, prof.macs, prof.params,
-                             4 * prof.params)]
-    seconds["train"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    pruned_res = prune_channels(dense, data.x_train[:64], ChannelPruneConfig(ratio=config.prune_ratio,
-                                                                            round_to=config.round_to))
-    pruned = pruned_res.model
+    res = prune_channels(dense, data.x_train[:64], ChannelPruneConfig(ratio=config.prune_ratio,
+                                                                      round_to=config.round_to))
     ft = TrainConfig(epochs=config.finetune_epochs, lr=1e-3, seed=config.seed)
-    ft_hist = train(pruned, data, ft, on_step=_train_stage(progress, "classical: prune channels + fine-tune",
-                                                            config.finetune_epochs, len(data.y_train), ft.batch_size))
-    pruned.eval()
-    after = pruned_res.after
-    stages.append(ClassicalStage("channel-pruned fp32", evaluate(pruned, data.x_test, data.y_test), n_test,
-                                 after.macs, after.params, 4 * after.params))
-    seconds["prune"] = time.perf_counter() - t
+    ft_hist = train(res.model, data, ft, on_step=_train_stage(progress, "classical: prune channels + fine-tune",
+                                                               config.finetune_epochs, len(data.y_train),
+                                                               ft.batch_size))
+    res.model.eval()
+    history = {"loss": list(hist.loss), "val": list(hist.val_accuracy), "finetune_loss": list(ft_hist.loss),
+               "widths_after": [after for _, after in res.plan.widths().values()]}
+    return dense, res.model, history
 
+
+def _constants(blob: bytes) -> tuple[int, int]:
+    """Elements and bytes of the constant tensors of a ``.tflite`` (weights, biases, shapes)."""
+    from tinyqml.classical.tflite_reader import read_tflite
+
+    consts = [t.data for t in read_tflite(blob).tensors if t.data is not None]
+    return sum(int(c.size) for c in consts), sum(int(c.nbytes) for c in consts)
+
+
+def _int8_accuracy(outputs: np.ndarray, y: np.ndarray) -> float:
+    return 100.0 * float((outputs.astype(np.int64).argmax(1) == y).mean())
+
+
+def run_classical(out_dir: str | Path, config: ClassicalDemoConfig = ClassicalDemoConfig(),
+                  progress: ProgressFn = silent) -> ClassicalDemoResult:
+    """Run the classical half, writing ``model.tflite``, the C sources (``c/``) and builds under ``out_dir``."""
+    from tinyqml.classical import quantize_model
+    from tinyqml.classical.data import DigitsConfig, load_digits_data
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    data = load_digits_data(DigitsConfig(seed=config.seed))
+    dense, pruned, history = _train_and_prune(data, config, progress)
+    stages = [_fp32_stage("fp32 CNN", dense, data), _fp32_stage("channel-pruned fp32", pruned, data)]
+    seconds = {"train + prune": time.perf_counter() - t}
     t = time.perf_counter()
     stage = Stage(progress, "classical: int8 -> TFLite -> C -> compile", 4)
     int8 = quantize_model(pruned, data.x_train[:config.calibration])
-    stages.append(ClassicalStage("int8 (tinyqml engine)", _acc(int8.predict(data.x_test), data.y_test), n_test,
-                                 after.macs, after.params, after.params))
     stage.advance()
-    deployed = _deploy(int8, after.params, data, out, config, stage, progress)
+    deployed = _deploy(int8, stages[-1].macs, data, out, config, stage, progress)
     seconds["deploy"] = time.perf_counter() - t
-    stages += deployed.pop("stages")
-    return ClassicalDemoResult(config=config, stages=tuple(stages), widths_after=tuple(after for _, after in pruned_res.plan.widths().values()),
-                               history={"loss": list(hist.loss), "val": list(hist.val_accuracy),
-                                        "finetune_loss": list(ft_hist.loss)},
-                               seconds=seconds, **deployed)
+    return ClassicalDemoResult(config=config, stages=tuple(stages + deployed.pop("stages")),
+                               widths_after=tuple(history.pop("widths_after")), history=history, seconds=seconds,
+                               **deployed)
 
 
-def _deploy(int8: Any, params: int, data: Any, out: Path, config: ClassicalDemoConfig, stage: Stage,
+def _deploy(int8: Any, macs: int, data: Any, out: Path, config: ClassicalDemoConfig, stage: Stage,
             progress: ProgressFn) -> dict[str, Any]:
-    from tinyqml.classical import mcu
     from tinyqml.classical.codegen import CodegenOptions, Target, generate
     from tinyqml.classical.convert import to_nhwc
-    from tinyqml.classical.latency_table import LatencyOptions, time_models
     from tinyqml.classical.tflite_export import TFLMRunner, export_tflite, operator_names
+    from tinyqml.classical.verify import compare_host_with_tflm
 
     tflite = export_tflite(int8, None, out / "model.tflite")
     blob = tflite.read_bytes()
@@ -214,28 +229,35 @@ def _deploy(int8: Any, params: int, data: Any, out: Path, config: ClassicalDemoC
     gen = generate(blob, out / "c", CodegenOptions(Target.HOST))
     stage.advance()
     xq = int8.qgraph.input.quantize(to_nhwc(data.x_test))
-    rows = np.ascontiguousarray(xq.reshape(len(xq), -1))
-    host = mcu.run_harness([gen.out_dir / "model.c", gen.out_dir / "tinyqml_rt.c"], [gen.out_dir], rows,
-                           gen.output_size, out / "build" / "host", "host")
+    both = compare_host_with_tflm(blob, gen, xq, out / "build" / "host")
     stage.advance()
-    runner = TFLMRunner(blob)
-    tflm = runner(xq).reshape(len(xq), -1)
-    y = data.y_test.numpy()
-    n = len(y)
-    stages = [ClassicalStage("generated C (host build)", _acc(host.outputs.astype(np.int64).argmax(1), y), n,
-                             gen.macs, params, gen.flash_bytes),
-              ClassicalStage("TFLite Micro interpreter", _acc(tflm.astype(np.int64).argmax(1), y), n, gen.macs, params,
-                             len(blob))]
-    timing = Stage(progress, "classical: latency C vs TFLite Micro", 2)
-    c_us = time_models([blob], LatencyOptions(repeats=config.timing_repeats, min_time_s=0.02), out / "build" / "timing")[0].us
-    timing.advance()
-    tflm_us = tflm_latency_us(blob, xq[:1], repeats=config.timing_repeats)
-    timing.advance()
-    return {"stages": stages, "bit_exact": int((host.outputs == tflm).sum()), "compared": int(tflm.size),
-            "c_latency_us": c_us, "tflm_latency_us": tflm_us, "c_peak_sram": gen.peak_sram_bytes,
-            "c_arena": gen.arena_bytes, "tflm_arena": runner.arena_bytes(), "c_flash": gen.flash_bytes,
+    y, n = data.y_test.numpy(), len(data.y_test)
+    n_const, const_bytes = _constants(blob)
+    stages = [ClassicalStage("int8 (tinyqml engine)", _int8_accuracy(int8.int8(data.x_test).reshape(n, -1), y), n,
+                             macs, n_const, const_bytes),
+              ClassicalStage("generated C (host build)", _int8_accuracy(both.host, y), n, gen.macs, n_const,
+                             gen.flash_bytes),
+              ClassicalStage("TFLite Micro interpreter", _int8_accuracy(both.tflm, y), n, gen.macs, n_const, len(blob))]
+    c_us, tflm_us = _latency(blob, xq[:1], out, config, progress)
+    return {"stages": stages, "bit_exact": both.equal, "compared": int(both.tflm.size), "c_latency_us": c_us,
+            "tflm_latency_us": tflm_us, "c_peak_sram": gen.peak_sram_bytes, "c_arena": gen.arena_bytes,
+            "tflm_arena": TFLMRunner(blob).arena_bytes(), "c_const_bytes": gen.flash_bytes,
             "operators": tuple(operator_names(blob)), "tflite_path": tflite, "c_dir": gen.out_dir,
-            "m4": _cortex_m4(blob, rows, host.outputs, out, config, progress)}
+            "m4": _cortex_m4(blob, np.ascontiguousarray(xq.reshape(n, -1)), both.host, out, config, progress)}
+
+
+def _latency(blob: bytes, x1: np.ndarray, out: Path, config: ClassicalDemoConfig,
+             progress: ProgressFn) -> tuple[float, float]:
+    """Microseconds per image: the generated C (timed inside C) and TFLite Micro's ``invoke``."""
+    from tinyqml.classical.latency_table import LatencyOptions, time_models
+
+    timing = Stage(progress, "classical: latency C vs TFLite Micro", 2)
+    options = LatencyOptions(repeats=config.timing_repeats, min_time_s=0.02)
+    c_us = time_models([blob], options, out / "build" / "timing")[0].us
+    timing.advance()
+    tflm_us = tflm_latency_us(blob, x1, repeats=config.timing_repeats)
+    timing.advance()
+    return c_us, tflm_us
 
 
 def _cortex_m4(blob: bytes, rows: np.ndarray, host_out: np.ndarray, out: Path, config: ClassicalDemoConfig,

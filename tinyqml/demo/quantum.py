@@ -21,7 +21,7 @@ seeds, a progress callback and a result record.
 >>> QuantumDemoConfig(trials=0)
 Traceback (most recent call last):
 ...
-tinyqml.demo.quantum.DemoConfigError: QuantumDemoConfig.trials must be an integer >= 1, got 0
+tinyqml.demo.errors.DemoConfigError: QuantumDemoConfig.trials must be an integer >= 1, got 0
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from tinyqml.demo.progress import ProgressFn, Stage, silent
-from tinyqml.qml.errors import TinyQMLError
+from tinyqml.demo.errors import MAX_SEED, DemoConfigError, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +47,10 @@ HEA, SEARCHED, PRUNED = "HEA baseline (RY/RZ + CX ring, default layout)", "Quant
     "QuantumNAS: searched + mapped + pruned"
 
 
+#: SuperCircuit epochs on the largest circuit before sampling starts
+WARMUP_EPOCHS = 2
 #: the largest device the demo accepts (its noisy simulation holds density matrices of the used qubits)
 MAX_QUBITS = 7
-
-
-class DemoConfigError(TinyQMLError, ValueError):
-    """A demo configuration value is out of range."""
-
-
-def _check_int(owner: str, name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise DemoConfigError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -87,10 +80,10 @@ class QuantumDemoConfig:
     def __post_init__(self) -> None:
         owner = type(self).__name__
         for name in ("blocks", "super_epochs", "trials", "epochs", "prune_epochs", "n_test", "shots"):
-            _check_int(owner, name, getattr(self, name))
-        _check_int(owner, "population", self.population, 2)
-        _check_int(owner, "settle_epochs", self.settle_epochs, 0)
-        _check_int(owner, "seed", self.seed, 0)
+            check_int(owner, name, getattr(self, name))
+        check_int(owner, "population", self.population, 2)
+        check_int(owner, "settle_epochs", self.settle_epochs, 0)
+        check_int(owner, "seed", self.seed, 0, MAX_SEED)
         if not 0.0 <= self.sparsity < 1.0:
             raise DemoConfigError(f"{owner}.sparsity must be in [0, 1), got {self.sparsity!r}")
         if not 0.0 <= self.max_drop <= 1.0:
@@ -164,71 +157,116 @@ def _epoch_stage(progress: ProgressFn, name: str, total: int) -> Any:
     return lambda *_: stage.advance()
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What every step of the quantum half shares: the device, its noise model, the data splits, the
+    encoder and the observables."""
+
+    backend: Any
+    noise: Any
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    encoder: Any
+    observables: list[Any]
+
+
+def _setup(config: QuantumDemoConfig, backend: Any) -> _Setup:
+    from tinyqml.classifier import encoder_4x4_ryzxy
+    from tinyqml.noise import NoiseModel
+    from tinyqml.qml.datasets import digits4
+    import tinyqml.qml as tq
+
+    backend = load_backend(config.backend) if backend is None else backend
+    data = digits4((0, 1, 2, 3), seed=config.seed)
+    return _Setup(backend, NoiseModel.from_backend(backend), *_split(data, config.seed),
+                  data.x_test[:config.n_test], data.y_test[:config.n_test], encoder_4x4_ryzxy(),
+                  [tq.Z(i) for i in range(4)])
+
+
+def _supercircuit(s: _Setup, config: QuantumDemoConfig, progress: ProgressFn) -> Any:
+    from tinyqml.noise import quantumnas as qn
+    from tinyqml.qml.supercircuit import SuperCircuit, SuperCircuitConfig, SuperLayer
+
+    sc = SuperCircuit(SuperCircuitConfig(n_wires=4, n_blocks=config.blocks))
+    layer = SuperLayer(s.encoder, sc, s.observables, seed=config.seed)
+    cfg = qn.SuperTrainConfig(epochs=config.super_epochs, warmup_epochs=WARMUP_EPOCHS, restrict=2, seed=config.seed)
+    qn.train_supercircuit(layer, s.x_train, s.y_train, cfg, on_epoch=_epoch_stage(
+        progress, "quantum: train the SuperCircuit", cfg.warmup_epochs + cfg.epochs))
+    return layer
+
+
+def _train_and_prune(s: _Setup, super_layer: Any, found: Any, config: QuantumDemoConfig,
+                     progress: ProgressFn) -> tuple[Any, Any, Any]:
+    """The winner trained from scratch, its pruned copy, and the HEA baseline with the winner's budget."""
+    from tinyqml.noise import quantumnas as qn
+    import tinyqml.qml as tq
+
+    train_cfg = qn.TrainConfig(epochs=config.epochs, lr=0.05, seed=config.seed)
+    winner = qn.scratch_layer(super_layer, found.config, seed=config.seed)
+    qn.fit(winner, s.x_train, s.y_train, train_cfg,
+           on_epoch=_epoch_stage(progress, "quantum: train the winner", config.epochs))
+    prune_cfg = qn.PruneConfig(sparsity=config.sparsity, schedule="iterative", stages=4,
+                               prune_epochs=config.prune_epochs, settle_epochs=config.settle_epochs,
+                               max_drop=config.max_drop, seed=config.seed)
+    validate = qn.noisy_validator(s.backend, s.noise, found.mapping, s.x_val, s.y_val, 4, seed=config.seed)
+    pruned = qn.prune_gates(copy.deepcopy(winner), s.x_train, s.y_train, prune_cfg, validate,
+                            on_epoch=_epoch_stage(progress, "quantum: prune gates", prune_cfg.epochs))
+    hea = tq.QuantumLayer(s.encoder + qn.hea_with_budget(4, winner.circuit.n_weights), s.observables,
+                          seed=config.seed)
+    qn.fit(hea, s.x_train, s.y_train, train_cfg,
+           on_epoch=_epoch_stage(progress, "quantum: train the HEA baseline", config.epochs))
+    return winner, pruned, hea
+
+
+def _pruning_record(pruned: Any) -> dict[str, Any]:
+    return {"gates_before": pruned.gates_before, "gates_after": pruned.gates_after, "sparsity": pruned.sparsity,
+            "kept_epoch": pruned.kept_epoch, "val_before": pruned.val_before,
+            "val_accuracies": list(pruned.val_accuracies), "sparsities": list(pruned.sparsities),
+            "loss": list(pruned.history)}
+
+
 def run_quantum(config: QuantumDemoConfig = QuantumDemoConfig(), progress: ProgressFn = silent,
                 storage: str = ":memory:", backend: Any = None) -> QuantumDemoResult:
     """Run the quantum half; the co-search study goes to ``storage`` (a SQLite URL keeps it for
     ``optuna-dashboard``); ``backend`` is the loaded ``config.backend`` when the caller has it."""
-    from tinyqml.classifier import encoder_4x4_ryzxy
-    from tinyqml.noise import NoiseModel
-    from tinyqml.qml.datasets import digits4
-    from tinyqml.qml.supercircuit import SuperCircuit, SuperCircuitConfig, SuperLayer
-    import tinyqml.qml as tq
-    from tinyqml.noise import quantumnas as qn
+    from tinyqml.noise.quantumnas import map_circuit
 
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    backend = load_backend(config.backend) if backend is None else backend
-    nm = NoiseModel.from_backend(backend)
-    data = digits4((0, 1, 2, 3), seed=config.seed)
-    xs, ys, xv, yv = _split(data, config.seed)
-    x_test, y_test = data.x_test[:config.n_test], data.y_test[:config.n_test]
-    encoder, observables = encoder_4x4_ryzxy(), [tq.Z(i) for i in range(4)]
-
-    sc = SuperCircuit(SuperCircuitConfig(n_wires=4, n_blocks=config.blocks))
-    super_layer = SuperLayer(encoder, sc, observables, seed=config.seed)
-    super_cfg = qn.SuperTrainConfig(epochs=config.super_epochs, warmup_epochs=2, restrict=2, seed=config.seed)
-    qn.train_supercircuit(super_layer, xs, ys, super_cfg,
-                          on_epoch=_epoch_stage(progress, "quantum: train the SuperCircuit", 2 + config.super_epochs))
-    seconds["supercircuit"] = time.perf_counter() - t0
-
-    t = time.perf_counter()
-    found = _co_search(super_layer, backend, nm, xv, yv, config, progress, storage)
-    seconds["search"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    train_cfg = qn.TrainConfig(epochs=config.epochs, lr=0.05, seed=config.seed)
-    winner = qn.scratch_layer(super_layer, found.config, seed=config.seed)
-    qn.fit(winner, xs, ys, train_cfg, on_epoch=_epoch_stage(progress, "quantum: train the winner", config.epochs))
-    budget = winner.circuit.n_weights
-    prune_cfg = qn.PruneConfig(sparsity=config.sparsity, schedule="iterative", stages=4,
-                               prune_epochs=config.prune_epochs, settle_epochs=config.settle_epochs,
-                               max_drop=config.max_drop, seed=config.seed)
-    validate = qn.noisy_validator(backend, nm, found.mapping, xv, yv, 4, seed=config.seed)
-    pruned = qn.prune_gates(copy.deepcopy(winner), xs, ys, prune_cfg, validate,
-                            on_epoch=_epoch_stage(progress, "quantum: prune gates", prune_cfg.epochs))
-    hea = tq.QuantumLayer(encoder + qn.hea_with_budget(4, budget), observables, seed=config.seed)
-    qn.fit(hea, xs, ys, train_cfg, on_epoch=_epoch_stage(progress, "quantum: train the HEA baseline", config.epochs))
-    seconds["training"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    models = {
-        HEA: (hea, qn.map_circuit(hea.circuit, backend, None, seed=config.seed)),
-        SEARCHED: (winner, qn.map_circuit(winner.circuit, backend, found.mapping, seed=config.seed)),
-        PRUNED: (pruned.layer, qn.map_circuit(pruned.layer.circuit, backend, found.mapping, seed=config.seed)),
-    }
-    rows = _evaluate(models, x_test, y_test, nm, config, progress)
-    seconds["evaluation"] = time.perf_counter() - t
+    clock = _Clock()
+    s = _setup(config, backend)
+    super_layer = _supercircuit(s, config, progress)
+    clock.lap("supercircuit")
+    found = _co_search(super_layer, s.backend, s.noise, s.x_val, s.y_val, config, progress, storage)
+    clock.lap("search")
+    winner, pruned, hea = _train_and_prune(s, super_layer, found, config, progress)
+    clock.lap("training")
+    models = {HEA: (hea, None), SEARCHED: (winner, found.mapping), PRUNED: (pruned.layer, found.mapping)}
+    mapped = {name: (layer, map_circuit(layer.circuit, s.backend, mapping, seed=config.seed))
+              for name, (layer, mapping) in models.items()}
+    rows = _evaluate(mapped, s.x_test, s.y_test, s.noise, config, progress)
+    clock.lap("evaluation")
     return QuantumDemoResult(
-        config=config, backend=backend.name, n_qubits=backend.num_qubits, rows=rows,
-        winner={"blocks": sc.key(found.sub_config), "mapping": list(found.mapping), "val_score": found.score,
-                "params": budget, "costs": found.costs},
-        trials=tuple(_trials(found.study)),
-        pruning={"gates_before": pruned.gates_before, "gates_after": pruned.gates_after,
-                 "sparsity": pruned.sparsity, "kept_epoch": pruned.kept_epoch, "val_before": pruned.val_before,
-                 "val_accuracies": list(pruned.val_accuracies), "sparsities": list(pruned.sparsities),
-                 "loss": list(pruned.history)},
-        n_train=len(ys), n_val=len(yv), n_test=len(y_test), seconds=seconds,
+        config=config, backend=s.backend.name, n_qubits=s.backend.num_qubits, rows=rows,
+        winner={"blocks": super_layer.supercircuit.key(found.sub_config), "mapping": list(found.mapping),
+                "val_score": found.score, "params": winner.circuit.n_weights, "costs": found.costs},
+        trials=tuple(_trials(found.study)), pruning=_pruning_record(pruned), n_train=len(s.y_train),
+        n_val=len(s.y_val), n_test=len(s.y_test), seconds=clock.seconds,
         layers={name: layer for name, (layer, _) in models.items()})
+
+
+class _Clock:
+    """Seconds per named step (``lap`` closes the step that started at the previous lap)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self._t = now - self._t, now
 
 
 def _co_search(super_layer: Any, backend: Any, nm: Any, xv: torch.Tensor, yv: torch.Tensor,
