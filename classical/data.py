@@ -28,15 +28,17 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tinyqml.classical.errors import CompressionError
 
-__all__ = ["DigitsConfig", "DigitsData", "load_digits_data", "make_loader", "DIGIT_MAX"]
+__all__ = ["DigitsConfig", "DigitsData", "load_digits_data", "make_loader", "DIGIT_MAX", "MAX_SEED"]
 
 #: largest pixel value in scikit-learn's digits (pixels are divided by it)
 DIGIT_MAX = 16.0
+#: the largest split seed: scikit-learn's ``random_state`` takes 0 .. 2**32-1
+MAX_SEED = 2 ** 32 - 1
 
 
 @dataclass(frozen=True)
 class DigitsConfig:
-    """Fractions of all images held out for validation and test, and the split's seed."""
+    """Fractions of all images held out for validation and test, and the split's seed (``0 .. 2**32-1``)."""
 
     val: float = 0.15
     test: float = 0.2
@@ -50,8 +52,9 @@ class DigitsConfig:
         if self.test <= 0 or self.val + self.test >= 0.9:
             raise CompressionError(f"DigitsConfig needs test > 0 and val + test < 0.9, got val={self.val}, "
                                    f"test={self.test}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise CompressionError(f"DigitsConfig.seed must be an int, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise CompressionError(f"DigitsConfig.seed must be an int in 0..{MAX_SEED} (2**32-1, scikit-learn's "
+                                   f"random_state), got {self.seed!r}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,8 +22,8 @@ commands keep ``data_seed`` (the digits split), ``metrics`` and ``steps`` there.
 Errors are :class:`ModelFileError` subclasses (each a
 :class:`~tinyqml.classical.errors.CompressionError`): :class:`ModelFileNotFoundError`,
 :class:`NotAModelFileError` (unreadable, a bare state dict, a directory),
-:class:`ModelFileFormatError` (another format or a newer version, a bad config) and
-:class:`ModelFileMismatchError` (weights that do not fit the config).
+:class:`ModelFileFormatError` (another format or a newer version, a bad config, weights that are
+not all finite) and :class:`ModelFileMismatchError` (weights that do not fit the config).
 
 >>> import tempfile, torch
 >>> from pathlib import Path
@@ -64,6 +64,8 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+import types
+import typing
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -99,7 +101,8 @@ class NotAModelFileError(ModelFileError):
 
 
 class ModelFileFormatError(ModelFileError):
-    """A model file of another format, a newer version, or an architecture or config this tinyqml does not know."""
+    """A model file of another format, a newer version, an architecture or config this tinyqml does not know (or
+    config values of the wrong type), or weights that are not all finite (NaN or inf)."""
 
 
 class ModelFileMismatchError(ModelFileError):
@@ -162,6 +165,12 @@ def _fit(model: nn.Module, state: Mapping[str, Any], what: str) -> None:
                                      f"{'; '.join(parts)}{hint}")
 
 
+def _non_finite(state: Mapping[str, Any]) -> list[str]:
+    """The keys of the floating-point tensors of ``state`` that hold a NaN or an infinity."""
+    return [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+            and not bool(torch.isfinite(v).all())]
+
+
 def save_model_file(path: str | os.PathLike, model: nn.Module, config: SmallCNNConfig | None = None,
                     metadata: Mapping[str, Any] | None = None) -> Path:
     """Write ``model`` (a :class:`SmallCNN`) with ``config`` (default :func:`config_of`) and ``metadata`` at
@@ -174,6 +183,10 @@ def save_model_file(path: str | os.PathLike, model: nn.Module, config: SmallCNNC
     meta = _plain(dict(metadata or {}), "metadata")
     state = model.state_dict()
     _fit(SmallCNN(config), state, f"the weights of this {name}")
+    bad = _non_finite(state)
+    if bad:
+        raise ModelFileError(f"the weights of this {name} are not all finite (NaN or inf in {bad[:4]}); a model "
+                             f"file holds finite weights (did the training diverge? try a smaller learning rate)")
     path = Path(path)
     if path.is_dir():
         raise ModelFileError(f"{path} is a directory; give the path of the model file to write")
@@ -214,15 +227,48 @@ def _read(path: Path) -> Any:
                                  f"tensors and plain values ({type(exc).__name__})") from exc
 
 
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether a config value read from a file has the type of the dataclass field annotated ``hint``: ``bool``
+    only a bool, ``int`` an int (not a bool), ``float`` an int or a float, ``str`` a str, ``tuple[X, ...]`` /
+    ``tuple[X, Y]`` a list or tuple of those (tuples come back from the file as lists)."""
+    origin, params = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(params) == 2 and params[1] is Ellipsis:
+            return all(_type_ok(v, params[0]) for v in value)
+        return len(value) == len(params) and all(_type_ok(v, t) for v, t in zip(value, params))
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, t) for t in params)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
 def _config(name: str, fields: Any, path: Path) -> Any:
     config_cls = _ARCHITECTURES[name][1]
     if not isinstance(fields, dict):
         raise ModelFileFormatError(f"{path} has no {config_cls.__name__} (config is a {type(fields).__name__})")
+    hints = typing.get_type_hints(config_cls)
     known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(fields) - known)
+    unknown = sorted(set(fields) - known, key=str)
     if unknown:
         raise ModelFileFormatError(f"{path} has a {config_cls.__name__} with fields this tinyqml does not know: "
                                    f"{unknown}")
+    for key, value in fields.items():
+        if not _type_ok(value, hints[key]):
+            raise ModelFileFormatError(f"{path} has a {config_cls.__name__} whose {key} is {value!r} (a "
+                                       f"{type(value).__name__}); expected {_type_name(hints[key])}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     try:
         return config_cls(**values)
@@ -250,13 +296,17 @@ def load_model_file(path: str | os.PathLike) -> tuple[nn.Module, SmallCNNConfig,
         raise ModelFileFormatError(f"{path} is a {FORMAT} file of version {version}, written by a newer tinyqml; "
                                    f"this one reads version {VERSION} (upgrade tinyqml)")
     name = payload.get("architecture")
-    if name not in _ARCHITECTURES:
+    if not isinstance(name, str) or name not in _ARCHITECTURES:
         raise ModelFileFormatError(f"{path} holds the architecture {name!r}; this tinyqml knows "
                                    f"{list(_ARCHITECTURES)}")
     config = _config(name, payload.get("config"), path)
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelFileFormatError(f"{path} has no state dict of tensors")
+    bad = _non_finite(state)
+    if bad:
+        raise ModelFileFormatError(f"{path} has weights that are not all finite (NaN or inf in {bad[:4]}); "
+                                   f"the file is damaged or its training diverged")
     metadata = payload.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ModelFileFormatError(f"{path} has metadata of type {type(metadata).__name__}, not a dict")

@@ -61,3 +61,15 @@ def test_bad_loader_input():
         make_loader(x, y[:3], 2, torch.Generator())
     with pytest.raises(CompressionError, match="DigitsConfig"):
         load_digits_data({"val": 0.1})
+
+
+@pytest.mark.parametrize("seed", [-1, 2 ** 32, 2 ** 62])
+def test_seed_outside_the_range_of_scikit_learn(seed):
+    # scikit-learn's random_state takes 0 .. 2**32-1: refused here with the named error, not its traceback later
+    with pytest.raises(CompressionError, match=r"DigitsConfig\.seed must be an int in 0\.\.4294967295"):
+        DigitsConfig(seed=seed)
+
+
+def test_largest_seed_loads():
+    data = load_digits_data(DigitsConfig(seed=2 ** 32 - 1))
+    assert len(data.y_test) == 360

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,58 @@ def test_every_error_is_a_compression_error() -> None:
     for cls in (ModelFileError, ModelFileNotFoundError, NotAModelFileError, ModelFileFormatError,
                 ModelFileMismatchError):
         assert issubclass(cls, CompressionError) and issubclass(cls, ModelFileError)
+
+
+@pytest.mark.parametrize("architecture", [["SmallCNN"], {"name": "SmallCNN"}, 1, None])
+def test_an_architecture_that_is_not_a_name(saved: Path, architecture: object) -> None:
+    _rewrite(saved, architecture=architecture)  # a list was: TypeError: unhashable type: 'list'
+    with pytest.raises(ModelFileFormatError, match=r"holds the architecture .*; this tinyqml knows \['SmallCNN'\]"):
+        load_model_file(saved)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_weights_that_are_not_finite_are_refused(saved: Path, value: float) -> None:
+    payload = torch.load(saved, weights_only=True)
+    state = dict(payload["state_dict"])
+    state["features.0.weight"] = state["features.0.weight"].clone()
+    state["features.0.weight"][0, 0, 0, 0] = value
+    _rewrite(saved, state_dict=state)
+    with pytest.raises(ModelFileFormatError, match=r"not all finite \(NaN or inf in \['features\.0\.weight'\]\)"):
+        load_model_file(saved)
+
+
+def test_save_refuses_weights_that_are_not_finite(tmp_path: Path, net: SmallCNN) -> None:
+    broken = copy.deepcopy(net)
+    with torch.no_grad():
+        broken.head[-1].bias[0] = float("nan")
+    with pytest.raises(ModelFileError, match=r"not all finite \(NaN or inf in \['head\.2\.bias'\]\)"):
+        save_model_file(tmp_path / "m.pt", broken)
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("flatten", "no", "bool"),           # a non-empty string is truthy: was read as flatten=True
+    ("flatten", 0, "bool"),
+    ("pool_after", True, "int"),         # True == 1 passed `in (0, 1, 2)`
+    ("pool_after", 1.0, "int"),
+    ("in_channels", "1", "int"),
+    ("dropout", "0.1", "float"),
+    ("dropout", False, "float"),
+    ("widths", [4, 8, 8.0], "tuple[int, int, int]"),
+    ("widths", [4, True, 8], "tuple[int, int, int]"),
+    ("widths", "488", "tuple[int, int, int]"),
+])
+def test_config_values_of_the_wrong_type(saved: Path, field: str, value: object, expected: str) -> None:
+    payload = torch.load(saved, weights_only=True)
+    _rewrite(saved, config={**payload["config"], field: value})
+    with pytest.raises(ModelFileFormatError, match=rf"SmallCNNConfig whose {field} is .*; expected "
+                                                   rf"{re.escape(expected)}$"):
+        load_model_file(saved)
+
+
+def test_config_values_of_the_right_types_load(tmp_path: Path) -> None:
+    path = save_model_file(tmp_path / "m.pt", SmallCNN(SmallCNNConfig(widths=(4, 8, 8), dropout=0.0)))
+    payload = torch.load(path, weights_only=True)
+    _rewrite(path, config={**payload["config"], "dropout": 0})  # an int where a float goes is a number
+    _, config, _ = load_model_file(path)
+    assert config.dropout == 0 and config.flatten is True and config.widths == (4, 8, 8)

@@ -135,6 +135,32 @@ def test_run_onnx_asks_for_exact_int8_products_on_x86() -> None:
     assert session_options().get_session_config_entry("session.x64quantprecision") == "1"
 
 
+def test_run_onnx_passes_those_options_to_its_session(monkeypatch) -> None:
+    import onnxruntime as ort
+
+    seen: list[tuple] = []
+
+    class Session:
+        """Records what run_onnx builds an InferenceSession with, and answers like one."""
+
+        def __init__(self, source, options=None, providers=None) -> None:
+            seen.append((source, options, providers))
+
+        def get_inputs(self):
+            return [type("Input", (), {"name": "input"})()]
+
+        def run(self, names, feeds):
+            return [feeds["input"] * 2]
+
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    out = run_onnx("model.onnx", np.ones((2, 3), np.float64))
+    assert out.dtype == np.float32 and np.array_equal(out, np.full((2, 3), 2, np.float32))
+    [(source, options, providers)] = seen
+    assert source == "model.onnx" and providers == ["CPUExecutionProvider"]
+    assert isinstance(options, ort.SessionOptions)
+    assert options.get_session_config_entry("session.x64quantprecision") == "1"
+
+
 def test_qdq_graph_structure(quantized) -> None:
     name, net, q, x = quantized
     proto = to_onnx_qdq(q)

@@ -10,14 +10,26 @@ from tinyqml.cli import main
 
 
 def _tflite_model(path: Path) -> Path:
+    """A small conv net exported to ``path``; its weights drawn under ``fork_rng``, its calibration images
+    from an explicit generator: the global RNG is left as it was."""
     import torch
 
     from tinyqml.classical import export_tflite
 
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
-                              torch.nn.Linear(4 * 6 * 6, 10))
-    return export_tflite(net, torch.rand(16, 1, 6, 6), path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                  torch.nn.Linear(4 * 6 * 6, 10))
+    return export_tflite(net, torch.rand(16, 1, 6, 6, generator=torch.Generator().manual_seed(0)), path)
+
+
+def test_the_model_helper_leaves_the_global_rng_alone(tmp_path: Path) -> None:
+    import torch
+
+    state = torch.get_rng_state()
+    first = _tflite_model(tmp_path / "a.tflite").read_bytes()
+    assert torch.equal(torch.get_rng_state(), state)
+    assert _tflite_model(tmp_path / "b.tflite").read_bytes() == first  # and is still reproducible
 
 
 def test_codegen_help_has_an_example(cli_run) -> None:

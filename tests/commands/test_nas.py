@@ -54,3 +54,37 @@ def test_nas_unreadable_inputs_are_one_line_errors(tmp_path: Path, capsys: pytes
         assert "Traceback" not in err and "weights_only=False" not in err
     with pytest.raises(SystemExit):
         main(["nas", "--seed", str(2 ** 64)])
+
+
+@pytest.mark.parametrize("value", [str(2 ** 32), "-1"])
+def test_nas_seed_outside_0_to_2_32_exits_2(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["nas", "--seed", value])
+    assert exc.value.code == 2
+    assert "expected an integer seed in 0..4294967295 (2**32-1)" in capsys.readouterr().err
+
+
+def test_nas_quiets_logging_with_the_shared_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    import optuna
+
+    from tinyqml.commands import common
+
+    assert nas.quiet_logging is common.quiet_logging  # the shared helper, not a copy
+    calls: list[str] = []
+    monkeypatch.setattr(nas, "quiet_logging", lambda: calls.append("quiet"))
+    assert main(["nas", "--fast", "-o", str(tmp_path), "-c", "flash<=1k"]) == 1  # fails fast, after quieting
+    capsys.readouterr()
+    assert calls == ["quiet"]
+    level, tinyqml_level = optuna.logging.get_verbosity(), logging.getLogger("tinyqml").level
+    try:
+        optuna.logging.set_verbosity(optuna.logging.INFO)
+        logging.getLogger("tinyqml").setLevel(logging.DEBUG)
+        common.quiet_logging()
+        assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+        assert logging.getLogger("tinyqml").level == logging.WARNING
+    finally:
+        optuna.logging.set_verbosity(level)
+        logging.getLogger("tinyqml").setLevel(tinyqml_level)

@@ -154,3 +154,72 @@ def test_options_of_the_other_method_are_refused(trained: Path, tmp_path: Path, 
 def test_output_into_a_directory_is_refused(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prune", str(trained), "-o", str(tmp_path)]) == 1
     assert f"{tmp_path} is a directory" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ratio", "0.5", "--round-to", "64"],
+     "--ratio 0.5 with --round-to 64 removes no channel of the widths 8,16,16: rounded up to a multiple of 64, "
+     "every conv keeps all its channels; pass a smaller --round-to 8 (widths 8,8,8)"),
+    (["--ratio", "0"], "--ratio 0 removes no channel of the widths 8,16,16: 0 of a conv's channels rounds to none; "
+                       "pass --ratio 0.032 or more"),
+    (["--ratio", "0.01", "--round-to", "16"], "pass --ratio 0.032 or more with --round-to 1 (widths 8,15,15)"),
+])
+def test_a_plan_that_removes_no_channel_is_refused(trained: Path, tmp_path: Path, argv: list[str], message: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out_path = tmp_path / "same.pt"
+    assert main(["prune", str(trained), "-o", str(out_path), *argv]) == 1  # was: "1.00x fewer", exit 0
+    assert message in _one_line_error(capsys)
+    assert not out_path.exists()
+
+
+def test_the_suggested_round_to_removes_channels(trained: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prune", str(trained), "-o", str(tmp_path / "p.pt"), "--round-to", "8", "--finetune", "0"]) == 0
+    assert "widths 8,16,16 -> 8,8,8" in capsys.readouterr().out
+
+
+def test_unwritable_output_fails_before_pruning(trained: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    out_path = tmp_path / "file" / "sub" / "p.pt"
+    assert main(["prune", str(trained), "-o", str(out_path), "--finetune", "1"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"tinyqml: error: cannot write to the folder {out_path.parent}: ")
+    assert captured.err.count("\n") == 1
+    assert "pruning" not in captured.out and "epoch" not in captured.out  # failed before the work
+
+
+def test_output_folders_are_created_but_not_for_a_missing_model(trained: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prune", str(tmp_path / "none" / "cnn.pt"), "-o", str(tmp_path / "new" / "p.pt")]) == 1
+    capsys.readouterr()
+    assert not (tmp_path / "new").exists()
+    assert main(["prune", str(trained), "-o", str(tmp_path / "a" / "b" / "p.pt"), "--finetune", "0"]) == 0
+    assert (tmp_path / "a" / "b" / "p.pt").is_file() and [p.name for p in (tmp_path / "a" / "b").iterdir()] == ["p.pt"]
+
+
+def test_a_split_seed_past_2_32_names_the_file(trained: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    payload = torch.load(trained, weights_only=True)
+    payload["metadata"]["data_seed"] = 2 ** 32
+    bad = tmp_path / "seed.pt"
+    torch.save(payload, bad)
+    assert main(["prune", str(bad), "-o", str(tmp_path / "p.pt")]) == 1  # was: scikit-learn's traceback
+    assert _one_line_error(capsys) == (f"tinyqml: error: {bad} has the data_seed 4294967296; expected an integer "
+                                       f"in 0..4294967295\n")
+
+
+def test_seed_past_2_32_exits_2() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", "runs/cnn.pt", "--seed", str(2 ** 32)])
+    assert exc.value.code == 2
+
+
+def test_run_prune_is_split_into_short_helpers() -> None:
+    import inspect
+
+    from tinyqml.commands import prune
+
+    for name, func in inspect.getmembers(prune, inspect.isfunction):
+        if func.__module__ == prune.__name__:
+            assert len(inspect.getsource(func).splitlines()) <= 40, name

@@ -151,3 +151,21 @@ def test_the_classical_flow_train_prune_quantize_codegen(tmp_path: Path, capsys:
     assert f"{int(pruned_macs):,} MACs" in out  # codegen counts the same MACs as prune printed
     assert report["macs"] == pruned_macs and report["output_bytes"] == tflm_out.shape[1] == 10
     assert (build / "model.c").is_file()
+
+
+def test_unwritable_output_fails_before_calibrating(trained: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    out_path = tmp_path / "file" / "cnn.tflite"
+    assert main(["quantize", str(trained), "-o", str(out_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"tinyqml: error: cannot write to the folder {out_path.parent}: ")
+    assert captured.err.count("\n") == 1
+    assert "calibrated" not in captured.out and "fp32" not in captured.out  # failed before the work
+
+
+def test_int8_accuracy_is_the_argmax_accuracy() -> None:
+    from tinyqml.commands.quantize import int8_accuracy
+
+    logits = np.array([[-128, 127, 0], [5, 5, -3], [1, 2, 3], [-128, -128, -127]], np.int8)
+    assert int8_accuracy(logits, np.array([1, 0, 2, 0])) == 75.0  # ties go to the first class, as argmax

@@ -118,3 +118,38 @@ def test_search_interrupted_as_a_whole_continues_on_rerun(cli_run, tinyqml_comma
         retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
         # (a worker may have died while the trial was drawing its parameters: the retry draws the rest)
         assert len(retries) == 1 and retries[0].params.items() >= trials[number].params.items()
+
+
+@pytest.mark.parametrize("value", [str(2 ** 32), str(2 ** 33), "-1", "1.5"])
+def test_search_seed_outside_0_to_2_32_exits_2(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:  # was type=int: any integer, then numpy's ValueError traceback
+        main(["search", "quadratic", "--trials", "3", "--study", "x", "--seed", value])
+    assert exc.value.code == 2
+    assert "argument --seed: expected an integer seed in 0..4294967295" in capsys.readouterr().err
+
+
+def test_search_seed_whose_worker_seeds_overflow_is_one_line(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from tinyqml.search.workers import worker_seed
+
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    assert main(["search", "quadratic", "--trials", "2", "--study", "x", "--storage", storage, "--workers", "2",
+                 "--seed", str(2 ** 32 - 1)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tinyqml: error: --seed 4294967295 gives a worker the sampler seed ") and \
+        err.count("\n") == 1, err
+    largest = int(re.search(r"use a --seed of at most (\d+)$", err).group(1))
+    assert all(worker_seed(largest, i) < 2 ** 32 for i in range(2)) and worker_seed(largest + 1, 1) >= 2 ** 32
+    assert not (tmp_path / "search.db").exists()  # refused before the study was opened
+
+
+def test_search_quiets_optuna_and_tinyqml_logging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from tinyqml.commands import common
+
+    assert search.quiet_logging is common.quiet_logging  # the shared helper, not a copy
+    calls: list[str] = []
+    monkeypatch.setattr(search, "quiet_logging", lambda: calls.append("quiet"))
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    assert main(["search", "quadratic", "--trials", "1", "--study", "x", "--storage", storage]) == 0
+    assert calls == ["quiet"]

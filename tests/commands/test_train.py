@@ -82,3 +82,69 @@ def test_train_cnn_into_a_directory_fails_before_training(tmp_path: Path, capsys
     assert captured.err == f"tinyqml: error: {tmp_path} is a directory; give the model file to write, e.g. -o " \
                            f"{tmp_path / 'cnn.pt'}\n"
     assert "epoch" not in captured.out and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("option", ["--seed", "--data-seed"])
+def test_train_cnn_seeds_past_2_32_exit_2(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # scikit-learn's random_state, numpy's RandomState and optuna take seeds < 2**32 only
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "cnn", option, str(2 ** 33)])
+    assert exc.value.code == 2
+    assert f"argument {option}: expected an integer seed in 0..4294967295 (2**32-1), got '8589934592'" \
+        in capsys.readouterr().err
+
+
+def test_train_cnn_largest_seed_is_accepted() -> None:
+    from tinyqml.cli import build_parser
+
+    args = build_parser().parse_args(["train", "cnn", "--seed", str(2 ** 32 - 1), "--data-seed", str(2 ** 32 - 1)])
+    assert args.seed == args.data_seed == 2 ** 32 - 1
+
+
+def _not_writable(tmp_path: Path) -> Path:
+    """A folder that cannot be created even by root: one below a regular file."""
+    (tmp_path / "file").write_text("")
+    return tmp_path / "file" / "out"
+
+
+def test_train_qnn_unwritable_output_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _not_writable(tmp_path)
+    assert main(["train", "qnn", "--fast", "-o", str(out)]) == 1  # was: FileNotFoundError after training
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"tinyqml: error: cannot write to the folder {out}: ") and \
+        captured.err.count("\n") == 1, captured.err
+    assert "epoch" not in captured.out
+
+
+def test_train_qnn_output_that_is_a_file_fails_before_training(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "taken").write_text("")
+    assert main(["train", "qnn", "--fast", "-o", str(tmp_path / "taken")]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"tinyqml: error: cannot write to the folder {tmp_path / 'taken'}: it is a file\n"
+    assert "epoch" not in captured.out
+
+
+def test_train_qnn_write_failure_after_training_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from tinyqml.commands import train
+
+    def full(out: Path, result: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train, "_save_qnn", full)
+    assert main(["train", "qnn", "--fast", "--epochs", "1", "-o", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (f"tinyqml: error: cannot write the trained classifier to {tmp_path}: "
+                                       f"No space left on device\n")
+
+
+@pytest.mark.parametrize("name", ["out/cnn.pt", "/proc/tinyqml-no/cnn.pt"])
+def test_train_cnn_unwritable_output_fails_before_training(name: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    if name.startswith("/proc/") and not Path("/proc/self").exists():
+        pytest.skip("no /proc")
+    path = _not_writable(tmp_path) / name if not name.startswith("/") else Path(name)
+    assert main(["train", "cnn", "--widths", "4,8,8", "--epochs", "1", "-o", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("tinyqml: error: cannot write to the folder ") and captured.err.count("\n") == 1
+    assert "epoch" not in captured.out and "SmallCNN" not in captured.out

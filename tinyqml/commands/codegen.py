@@ -1,4 +1,10 @@
-"""``tinyqml codegen MODEL -o DIR``: a fully-int8 ``.tflite`` model to C99 (:mod:`tinyqml.classical.codegen`)."""
+"""``tinyqml codegen MODEL -o DIR``: a fully-int8 ``.tflite`` model to C99 (:mod:`tinyqml.classical.codegen`).
+
+>>> from tinyqml.cli import build_parser
+>>> args = build_parser().parse_args(["codegen", "runs/cnn.tflite", "-o", "build/cnn", "--target", "cortex-m4"])
+>>> args.model, args.output, args.target, args.prefix
+('runs/cnn.tflite', 'build/cnn', 'cortex-m4', 'tinyqml')
+"""
 
 from __future__ import annotations
 

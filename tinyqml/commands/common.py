@@ -1,9 +1,14 @@
-"""Argument types, the one-line error and the model-file helpers shared by the ``tinyqml`` subcommands.
+"""Argument types, the one-line error, output checks and the model-file helpers shared by the ``tinyqml``
+subcommands.
 
->>> positive_int("3"), seed("7")
-(3, 7)
+>>> positive_int("3"), seed("7"), seed(str(2 ** 32 - 1))
+(3, 7, 4294967295)
 >>> fraction("0.5")
 0.5
+>>> seed(str(2 ** 32))
+Traceback (most recent call last):
+...
+argparse.ArgumentTypeError: expected an integer seed in 0..4294967295 (2**32-1), got '4294967296'
 """
 
 from __future__ import annotations
@@ -12,11 +17,18 @@ import argparse
 import contextlib
 import math
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 __all__ = ["positive_int", "seed", "fraction", "positive_float", "non_negative_int", "error", "Subparsers",
-           "open_model_file", "split_seed", "printed_epochs"]
+           "MAX_SEED", "OutputError", "output_folder", "output_file", "quiet_logging",
+           "open_model_file", "split_seed", "ModelAndDigits", "open_model_and_digits", "printed_epochs"]
+
+#: the largest seed: scikit-learn's ``random_state``, numpy's ``RandomState`` and optuna's samplers take
+#: seeds in ``0 .. 2**32-1``
+MAX_SEED = 2 ** 32 - 1
 
 #: the object ``add_subparsers`` returns, which every command module's ``register`` receives
 Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -44,8 +56,8 @@ def non_negative_int(text: str) -> int:
 
 
 def seed(text: str) -> int:
-    """An integer seed in ``0 .. 2**62-1`` (argparse type)."""
-    return _number(text, int, lambda v: 0 <= v < 2 ** 62, "an integer seed in 0..2**62-1")
+    """An integer seed in ``0 .. 2**32-1`` (:data:`MAX_SEED`; argparse type)."""
+    return _number(text, int, lambda v: 0 <= v <= MAX_SEED, f"an integer seed in 0..{MAX_SEED} (2**32-1)")
 
 
 def fraction(text: str) -> float:
@@ -63,6 +75,59 @@ def error(exc: BaseException) -> int:
     message = " ".join(str(exc).split())  # always a single line
     print(f"tinyqml: error: {message}", file=sys.stderr)
     return 1
+
+
+class OutputError(OSError):
+    """An output path that cannot be written (a directory where a file goes, a folder that cannot be created
+    or written to); raised before the work that would write it."""
+
+
+def _writable(folder: Path) -> None:
+    """Create ``folder`` (and its parents) and check that a file can be created in it: a probe file, created
+    and removed at once (permission bits do not tell: root may not write to ``/proc`` or a read-only mount)."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"cannot write to the folder {folder}: it is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".tinyqml-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write to the folder {folder}: {exc.strerror or exc}") from exc
+
+
+def output_folder(path: str | Path) -> Path:
+    """The output folder ``path``, created and checked writable (:class:`OutputError` if not), before the work."""
+    folder = Path(path)
+    _writable(folder)
+    return folder
+
+
+def output_file(path: str | Path, what: str, example: str) -> Path:
+    """The output file ``path`` (``what`` it is, e.g. ``"the model file"``), checked before the work: not a
+    directory (the error suggests ``-o DIR/example``), its folder created and writable; else :class:`OutputError`.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     output_file(tmp, "the model file", "cnn.pt")
+    Traceback (most recent call last):
+    ...
+    tinyqml.commands.common.OutputError: ... is a directory; give the model file to write, e.g. -o .../cnn.pt
+    """
+    out = Path(path)
+    if out.is_dir():
+        raise OutputError(f"{out} is a directory; give {what} to write, e.g. -o {out / example}")
+    _writable(out.parent)
+    return out
+
+
+def quiet_logging() -> None:
+    """Only warnings from optuna and tinyqml's loggers: the commands print their own progress."""
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("tinyqml").setLevel(logging.WARNING)
 
 
 def open_model_file(path: str):  # type: ignore[no-untyped-def]
@@ -90,9 +155,40 @@ def split_seed(metadata: dict, path: str) -> int | None:
     value = metadata.get("data_seed")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ModelFileFormatError(f"{path} has the data_seed {value!r}; expected an integer >= 0")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ModelFileFormatError(f"{path} has the data_seed {value!r}; expected an integer in 0..{MAX_SEED}")
     return value
+
+
+@dataclass(frozen=True, eq=False)
+class ModelAndDigits:
+    """A model file's model, config and metadata, and the digits split of the seed it names."""
+
+    model: Any
+    config: Any
+    metadata: dict
+    data: Any
+    #: the split seed used: the file's ``data_seed``, 0 when it names none
+    data_seed: int
+    #: whether the file names its split seed
+    named: bool
+
+    @property
+    def split(self) -> str:
+        """``360 images, digits split seed 1`` (``...: the file names none`` when it names none)."""
+        return (f"{len(self.data.y_test)} images, digits split seed {self.data_seed}"
+                f"{'' if self.named else ': the file names none'}")
+
+
+def open_model_and_digits(path: str) -> ModelAndDigits:
+    """:func:`open_model_file` and the digits split of its :func:`split_seed` (0 when it names none)."""
+    from tinyqml.classical.data import DigitsConfig, load_digits_data
+
+    model, config, metadata = open_model_file(path)
+    named = split_seed(metadata, path)
+    data_seed = 0 if named is None else named
+    data = load_digits_data(DigitsConfig(seed=data_seed))
+    return ModelAndDigits(model, config, metadata, data, data_seed, named is not None)
 
 
 @contextlib.contextmanager

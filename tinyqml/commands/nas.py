@@ -1,11 +1,20 @@
-"""``tinyqml nas``: once-for-all NAS on the digits under MACs/SRAM constraints, then C (:mod:`tinyqml.classical.nas_pipeline`)."""
+"""``tinyqml nas``: once-for-all NAS on the digits under MACs/SRAM constraints, then C (:mod:`tinyqml.classical.nas_pipeline`).
+
+>>> from tinyqml.cli import build_parser
+>>> args = build_parser().parse_args(["nas", "--fast", "-c", "macs<=300k", "-c", "peak_sram<=16k", "--seed", "2"])
+>>> args.constraint, args.output, args.strategy, args.seed
+(['macs<=300k', 'peak_sram<=16k'], 'runs/nas', 'evolution', 2)
+>>> config = run_config(args)
+>>> [(c.cost, c.max) for c in config.constraints], config.seed, config.search.seed
+([('macs', 300000), ('peak_sram', 16000)], 2, 2)
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from tinyqml.commands.common import error, positive_int, seed
+from tinyqml.commands.common import error, positive_int, quiet_logging, seed
 
 __all__ = ["register"]
 
@@ -63,16 +72,11 @@ def run_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _run_nas(args: argparse.Namespace) -> int:
-    import logging
-
-    import optuna
-
     from tinyqml.classical.errors import CompressionError
     from tinyqml.classical.nas_pipeline import run_nas
     from tinyqml.search import SearchError
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("tinyqml").setLevel(logging.WARNING)
+    quiet_logging()
     try:
         config = run_config(args)
         result = run_nas(config, args.output, supernet=args.supernet, on_stage=lambda m: print(m, flush=True))

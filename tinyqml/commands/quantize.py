@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyqml.commands.common import error, positive_int
+from tinyqml.commands.common import error, open_model_and_digits, output_file, positive_int
 
-__all__ = ["register", "output_path", "calibrator", "CALIBRATORS"]
+__all__ = ["register", "output_path", "calibrator", "CALIBRATORS", "int8_accuracy"]
 
 QUANTIZE_EXAMPLES = """\
 examples:
@@ -67,42 +67,42 @@ def calibrator(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return {"minmax": MinMax, "percentile": Percentile, "mse": MSE}[args.calibrator]()
 
 
-def _run_quantize(args: argparse.Namespace) -> int:
+def int8_accuracy(outputs, labels) -> float:  # type: ignore[no-untyped-def]
+    """Accuracy (%) of int8 logits ``outputs`` ``[N, classes]`` (argmax) against the labels ``[N]``.
+
+    >>> import numpy as np
+    >>> int8_accuracy(np.array([[-128, 5], [3, -1], [0, 1], [7, 7]], np.int8), np.array([1, 0, 0, 0]))
+    75.0
+    """
     import numpy as np
 
+    return 100.0 * float((np.asarray(outputs).astype(np.int64).argmax(1) == np.asarray(labels)).mean())
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
     from tinyqml.classical.convert import quantize_model, to_nhwc
-    from tinyqml.classical.data import DigitsConfig, load_digits_data
     from tinyqml.classical.errors import CompressionError
     from tinyqml.classical.quantize import QuantizeConfig
     from tinyqml.classical.tflite_export import TFLMRunner, export_tflite, operator_names
     from tinyqml.classical.train import evaluate
-    from tinyqml.commands.common import open_model_file, split_seed
 
-    out = output_path(args)
-    if out.is_dir():
-        return error(CompressionError(f"{out} is a directory; give the .tflite file to write, e.g. -o "
-                                      f"{out / 'cnn.tflite'}"))
     try:
-        model, config, metadata = open_model_file(args.model)
-        named = split_seed(metadata, args.model)
-        data_seed = 0 if named is None else named
-        data = load_digits_data(DigitsConfig(seed=data_seed))
+        src = open_model_and_digits(args.model)
+        data = src.data
         if args.calibration > len(data.x_train):
             raise CompressionError(f"--calibration {args.calibration} is more than the {len(data.x_train)} images "
                                    f"of the digits training split; use at most {len(data.x_train)}")
-        fp32 = evaluate(model, data.x_test, data.y_test)
-        print(f"{args.model}: SmallCNN widths {','.join(map(str, config.widths))}; fp32 test accuracy {fp32:.2f}% "
-              f"({len(data.y_test)} images, digits split seed {data_seed}"
-              f"{'' if named is not None else ': the file names none'})", flush=True)
+        out = output_file(output_path(args), "the .tflite file", "cnn.tflite")  # before the work, not after
+        fp32 = evaluate(src.model, data.x_test, data.y_test)
+        print(f"{args.model}: SmallCNN widths {','.join(map(str, src.config.widths))}; fp32 test accuracy "
+              f"{fp32:.2f}% ({src.split})", flush=True)
         calib = data.x_train[:args.calibration]
-        int8_model = quantize_model(model, calib, QuantizeConfig(calibrator(args)))
+        int8_model = quantize_model(src.model, calib, QuantizeConfig(calibrator(args)))
         print(f"calibrated on {len(calib)} training images ({args.calibrator}): weights int8 per channel, "
               f"activations int8 per tensor", flush=True)
         ours = int8_model.int8(data.x_test)
-        y = data.y_test.numpy()
-        int8 = 100.0 * float((ours.astype(np.int64).argmax(1) == y).mean())
+        int8 = int8_accuracy(ours, data.y_test.numpy())
         print(f"test accuracy: fp32 {fp32:.2f}%, int8 {int8:.2f}% ({int8 - fp32:+.2f} points)")
-        out.parent.mkdir(parents=True, exist_ok=True)
         path = export_tflite(int8_model, None, out)
         blob = path.read_bytes()
         print(f"wrote {path}: {len(blob):,} bytes, operators {' '.join(operator_names(blob))}")
@@ -111,10 +111,9 @@ def _run_quantize(args: argparse.Namespace) -> int:
     except (CompressionError, OSError) as exc:
         return error(exc)
     equal = int((tflm == ours).sum())
-    tflm_acc = 100.0 * float((tflm.astype(np.int64).argmax(1) == y).mean())
     verdict = "bit-exact" if equal == ours.size else "MISMATCH"
-    print(f"TFLite Micro vs tinyqml's int8 engine: {equal:,}/{ours.size:,} int8 outputs equal on {len(y)} test "
-          f"images ({verdict}); TFLite Micro test accuracy {tflm_acc:.2f}%")
+    print(f"TFLite Micro vs tinyqml's int8 engine: {equal:,}/{ours.size:,} int8 outputs equal on {len(ours)} test "
+          f"images ({verdict}); TFLite Micro test accuracy {int8_accuracy(tflm, data.y_test.numpy()):.2f}%")
     if equal != ours.size:
         return error(CompressionError(f"TFLite Micro disagrees with tinyqml's int8 engine on {ours.size - equal} of "
                                       f"{ours.size} outputs of {path}; please report this as a tinyqml bug"))

@@ -1,11 +1,17 @@
-"""``tinyqml search SPACE``: a built-in search on one optuna study shared by many workers (:mod:`tinyqml.searches`)."""
+"""``tinyqml search SPACE``: a built-in search on one optuna study shared by many workers (:mod:`tinyqml.searches`).
+
+>>> from tinyqml.cli import build_parser
+>>> args = build_parser().parse_args(["search", "quadratic", "--trials", "50", "--study", "q1", "--workers", "4"])
+>>> args.space, args.trials, args.study, args.workers, args.seed, args.storage or SEARCH_STORAGE
+('quadratic', 50, 'q1', 4, 0, 'sqlite:///runs/search.db')
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from tinyqml.commands.common import error, positive_int
+from tinyqml.commands.common import MAX_SEED, error, positive_int, quiet_logging, seed
 
 __all__ = ["register", "SEARCH_STORAGE"]
 
@@ -55,17 +61,33 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help=f"a SQLite path or URL, or a postgresql:// URL (default {SEARCH_STORAGE})")
     p.add_argument("--workers", type=positive_int, default=1, metavar="K",
                    help="worker processes on this machine (default 1: in this process)")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
+    p.add_argument("--seed", type=seed, default=0, metavar="S",
                    help="seed of the samplers (worker i samples with a seed derived from S and i; default 0)")
     p.add_argument("--fast", action="store_true", help="small SuperCircuit / supernet and short training (tests)")
     p.set_defaults(func=_run_search)
 
 
+def _seed_problem(seed: int, workers: int) -> str | None:
+    """Why ``--seed seed`` cannot run ``workers`` workers (a worker's sampler seed past :data:`MAX_SEED`, the
+    limit of numpy's ``RandomState`` that optuna's samplers use), or None."""
+    from tinyqml.search.workers import worker_seed
+
+    def fits(s: int) -> bool:
+        return all(0 <= (worker_seed(s, i) or 0) <= MAX_SEED for i in range(workers))
+
+    if fits(seed):
+        return None
+    lo, hi = 0, seed  # the largest seed that fits, by bisection (fits(0) holds)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return (f"--seed {seed} gives a worker the sampler seed {worker_seed(seed, workers - 1)}, past the largest one "
+            f"optuna's samplers take ({MAX_SEED}); use a --seed of at most {lo}")
+
+
 def _run_search(args: argparse.Namespace) -> int:
-    import logging
     import signal
 
-    import optuna
     from optuna.trial import TrialState
 
     from tinyqml.classical.errors import CompressionError
@@ -74,8 +96,10 @@ def _run_search(args: argparse.Namespace) -> int:
     from tinyqml.search.workers import WORKER_ATTR
     from tinyqml.searches import run_builtin_search
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("tinyqml").setLevel(logging.WARNING)
+    problem = _seed_problem(args.seed, args.workers)
+    if problem:
+        return error(SearchError(problem))
+    quiet_logging()
     # Ctrl-C must stop the search even when this process inherited SIGINT ignored (a background job of a
     # non-interactive shell): Python installs its KeyboardInterrupt handler only when SIGINT is not ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -20,7 +20,15 @@ import dataclasses
 import json
 from pathlib import Path
 
-from tinyqml.commands.common import error, positive_float, positive_int, printed_epochs, seed
+from tinyqml.commands.common import (
+    error,
+    output_file,
+    output_folder,
+    positive_float,
+    positive_int,
+    printed_epochs,
+    seed,
+)
 
 __all__ = ["register", "qnn_config", "cnn_epochs", "widths"]
 
@@ -116,6 +124,10 @@ def _run_qnn(args: argparse.Namespace) -> int:
     from tinyqml.classifier import EpochStats, train_classifier
 
     config = qnn_config(args)
+    try:
+        out = None if args.output is None else output_folder(args.output)  # before training, not after
+    except OSError as exc:
+        return error(exc)
     print(f"digits 0-3, 4 qubits, {config.layers} layers, {config.epochs} epochs, "
           f"batch {config.batch_size}, lr {config.lr}, seed {config.seed}", flush=True)
 
@@ -126,15 +138,21 @@ def _run_qnn(args: argparse.Namespace) -> int:
     result = train_classifier(config, on_epoch=report)
     print(f"final train accuracy {result.train_accuracy:.4f} ({result.n_train} samples), "
           f"test accuracy {result.test_accuracy:.4f} ({result.n_test} samples), {result.seconds:.1f}s")
-    if args.output is not None:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        layer = result.model.quantum
-        (out / "circuit.json").write_text(layer.circuit.to_json())
-        (out / "weights.json").write_text(json.dumps(layer.weights.detach().tolist()))
-        (out / "history.json").write_text(json.dumps([dataclasses.asdict(s) for s in result.history], indent=1))
+    if out is not None:
+        try:
+            _save_qnn(out, result)
+        except OSError as exc:
+            return error(OSError(f"cannot write the trained classifier to {out}: {exc.strerror or exc}"))
         print(f"wrote circuit.json, weights.json, history.json to {out}")
     return 0
+
+
+def _save_qnn(out: Path, result) -> None:  # type: ignore[no-untyped-def]
+    """circuit.json, weights.json and history.json of a :func:`~tinyqml.classifier.train_classifier` result."""
+    layer = result.model.quantum
+    (out / "circuit.json").write_text(layer.circuit.to_json())
+    (out / "weights.json").write_text(json.dumps(layer.weights.detach().tolist()))
+    (out / "history.json").write_text(json.dumps([dataclasses.asdict(s) for s in result.history], indent=1))
 
 
 def _register_cnn(models: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -173,12 +191,10 @@ def _run_cnn(args: argparse.Namespace) -> int:
     from tinyqml.classical.models import SmallCNN, SmallCNNConfig
     from tinyqml.classical.train import TrainConfig, evaluate, train
 
-    out = Path(args.output)
-    if out.is_dir():
-        return error(CompressionError(f"{out} is a directory; give the model file to write, e.g. -o {out / 'cnn.pt'}"))
     sizes = args.widths or (FAST_CNN if args.fast else DEFAULT_CNN)[0]
     epochs = cnn_epochs(args)
     try:
+        out = output_file(args.output, "the model file", "cnn.pt")  # before training, not after
         data = load_digits_data(DigitsConfig(seed=args.data_seed))
         config = SmallCNNConfig(widths=tuple(sizes))
         model = SmallCNN(config, seed=args.seed)
@@ -195,7 +211,7 @@ def _run_cnn(args: argparse.Namespace) -> int:
                     "steps": [{"command": "train cnn", "epochs": epochs, "lr": args.lr, "seed": args.seed,
                                "final_loss": history.loss[-1], "test_accuracy": accuracy}]}
         path = save_model_file(out, model, config, metadata)
-    except CompressionError as exc:
+    except (CompressionError, OSError) as exc:
         return error(exc)
     print(f"wrote {path}; next: tinyqml prune {path} -o {path.with_name(path.stem + '_pruned.pt')}")
     return 0
