@@ -43,7 +43,7 @@ from tinyqml.classical.errors import CompressionError
 
 __all__ = [
     "McuError", "ToolchainError", "CompileError", "RunError",
-    "HostBuild", "CortexM4Build", "ElfSize", "SUPPORT_DIR", "TOOL_PACKAGES",
+    "HostBuild", "CortexM4Build", "ElfSize", "SUPPORT_DIR", "TOOL_PACKAGES", "SANITIZE_FLAGS", "sanitizer_report",
     "HarnessRun", "tools_available", "require_tools", "compile_object", "compile_host", "compile_cortex_m4", "run_host",
     "qemu_command", "run_qemu", "elf_size", "object_size", "parse_size", "harness_main", "parse_outputs", "run_harness",
 ]
@@ -61,6 +61,15 @@ TOOL_PACKAGES: dict[str, str] = {
     "rdimon.specs": "libnewlib-arm-none-eabi",
     "qemu-system-arm": "qemu-system-arm",
 }
+
+#: what ``HostBuild(sanitize=True)`` adds: ASan and UBSan, the first report aborting the program (gcc's
+#: libasan / libubsan come with Debian's ``gcc`` through ``libgcc-<version>-dev``)
+SANITIZE_FLAGS: tuple[str, ...] = ("-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                                   "-fno-omit-frame-pointer")
+
+#: how AddressSanitizer, LeakSanitizer and UBSan reports start (they print them on stderr)
+_SANITIZER_REPORT = re.compile(r"^.*(?:runtime error: |==\d+==ERROR: (?:Address|Leak)Sanitizer|"
+                               r"SUMMARY: (?:Address|Leak|UndefinedBehavior)Sanitizer).*$", re.MULTILINE)
 
 _PROBE_TIMEOUT = 30.0
 
@@ -83,10 +92,13 @@ class RunError(McuError):
 
 @dataclass(frozen=True)
 class HostBuild:
-    """Host compiler settings; ``sanitize`` adds AddressSanitizer and UBSan (aborting on the first report).
+    """Host compiler settings; ``sanitize`` adds AddressSanitizer and UBSan (:data:`SANITIZE_FLAGS`:
+    aborting on the first report).
 
     >>> HostBuild(sanitize=True).command_flags()[-3:]
     ('-fsanitize=address,undefined', '-fno-sanitize-recover=all', '-fno-omit-frame-pointer')
+    >>> HostBuild(sanitize=True).command_flags() == HostBuild().flags + SANITIZE_FLAGS
+    True
     """
 
     cc: str = "gcc"
@@ -96,9 +108,7 @@ class HostBuild:
 
     def command_flags(self) -> tuple[str, ...]:
         """The compiler flags, sanitizer flags included."""
-        extra = ("-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                 "-fno-omit-frame-pointer") if self.sanitize else ()
-        return self.flags + extra
+        return self.flags + (SANITIZE_FLAGS if self.sanitize else ())
 
 
 @dataclass(frozen=True)
@@ -249,12 +259,32 @@ def compile_cortex_m4(sources: Sequence[Path], include_dirs: Sequence[Path], out
 
 # ----------------------------------------------------------------------------------------------- run
 
+def sanitizer_report(stderr: str) -> str | None:
+    """The first line of an ASan / LSan / UBSan report in a program's ``stderr``, or ``None``.
+
+    >>> sanitizer_report("m.c:7:9: runtime error: signed integer overflow: 2147483647 + 1\\n")
+    'm.c:7:9: runtime error: signed integer overflow: 2147483647 + 1'
+    >>> sanitizer_report("==12==ERROR: AddressSanitizer: global-buffer-overflow on address 0x5\\n")
+    '==12==ERROR: AddressSanitizer: global-buffer-overflow on address 0x5'
+    >>> sanitizer_report("tinyqml: nothing to report\\n") is None
+    True
+    """
+    m = _SANITIZER_REPORT.search(stderr)
+    return None if m is None else m.group(0).strip()
+
+
 def run_host(exe: Path, timeout: float = 60.0) -> str:
-    """Run a host executable; return its stdout (a non-zero exit or a sanitizer report raises :class:`RunError`)."""
+    """Run a host executable; return its stdout. A non-zero exit raises :class:`RunError`, and so does a
+    sanitizer report on stderr when the program still exited 0 (a build with ``-fsanitize-recover``)."""
     env = dict(os.environ)
     env.setdefault("ASAN_OPTIONS", "abort_on_error=0:halt_on_error=1")
     env.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
-    return _run([Path(exe).resolve()], timeout, f"running {Path(exe).name}", RunError, env=env).stdout
+    done = _run([Path(exe).resolve()], timeout, f"running {Path(exe).name}", RunError, env=env)
+    report = sanitizer_report(done.stderr)
+    if report is not None:
+        raise RunError(f"running {Path(exe).name}: exit status 0 but a sanitizer report on stderr: {report}\n"
+                       f"--- stderr ---\n{done.stderr[-4000:]}")
+    return done.stdout
 
 
 def qemu_command(elf: Path, board: str = "mps2-an386") -> list[str]:

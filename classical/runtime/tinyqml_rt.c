@@ -365,7 +365,7 @@ static void conv_pixel_general(const tq_conv_t *p, const int8_t *xb, int32_t iy0
                 xp = xb + ((size_t)iy * p->in_w + ix) * p->in_c + (size_t)g * fc;
                 wp = p->weights + (((size_t)oc * p->k_h + ky) * p->k_w + kx) * fc;
                 for (i = 0; i < fc; ++i) {
-                    acc += ((int32_t)xp[i] + p->in_offset) * wp[i];
+                    acc = wadd(acc, ((int32_t)xp[i] + p->in_offset) * wp[i]);
                 }
             }
         }
@@ -407,7 +407,7 @@ static void dw_accumulate(const tq_conv_t *p, const int8_t *xp, const int8_t *wp
         const int8_t *w = wp + (size_t)ic * m_count;
         int32_t *a = acc + (size_t)ic * m_count;
         for (m = 0; m < m_count; ++m) {
-            a[m] += xv * w[m];
+            a[m] = wadd(a[m], xv * w[m]);
         }
     }
 }
@@ -433,7 +433,7 @@ static void dw_taps9(const int8_t *const *xt, const int8_t *TQ_RESTRICT w, int32
                     + (int16_t)x2[c] * (int16_t)w2[c];
         s += (int16_t)x3[c] * (int16_t)w3[c] + (int16_t)x4[c] * (int16_t)w4[c] + (int16_t)x5[c] * (int16_t)w5[c];
         s += (int16_t)x6[c] * (int16_t)w6[c] + (int16_t)x7[c] * (int16_t)w7[c] + (int16_t)x8[c] * (int16_t)w8[c];
-        acc[c] = bf[c] + s;
+        acc[c] = wadd(bf[c], s);
     }
 }
 
@@ -441,7 +441,7 @@ static void dw_tap(const int8_t *TQ_RESTRICT x, const int8_t *TQ_RESTRICT w, int
 {
     int32_t c;
     for (c = 0; c < n; ++c) {
-        acc[c] += (int16_t)x[c] * (int16_t)w[c];
+        acc[c] = wadd(acc[c], (int16_t)x[c] * (int16_t)w[c]);
     }
 }
 
@@ -870,7 +870,8 @@ void tq_softmax(const tq_softmax_t *p, const int8_t *x, int8_t *y)
         for (c = 0; c < p->depth; ++c) {
             const int32_t diff = (int32_t)xr[c] - max_in_row;
             if (diff >= p->diff_min) {
-                sum_of_exps = wadd(sum_of_exps, rdbpot(softmax_exp(p, diff), 12));
+                const int32_t e = rdbpot(softmax_exp(p, diff), 12); /* >= 0; saturates (4096 or more maxima) */
+                sum_of_exps = e > TQ_INT32_MAX - sum_of_exps ? TQ_INT32_MAX : sum_of_exps + e;
             }
         }
         headroom_plus_one = clz32((uint32_t)sum_of_exps);
@@ -880,7 +881,11 @@ void tq_softmax(const tq_softmax_t *p, const int8_t *x, int8_t *y)
         for (c = 0; c < p->depth; ++c) {
             const int32_t diff = (int32_t)xr[c] - max_in_row;
             if (diff >= p->diff_min) {
-                const int32_t unsat = rdbpot(srdhm(shifted_scale, softmax_exp(p, diff)), exponent);
+                /* sum_of_exps >= 2^28 (512 or more values at the row's maximum) puts the exponent past 31,
+                   where a 32-bit shift is undefined (TFLite Micro's interpreter aborts on such rows); the
+                   quotient of a value in [0, 2^31) by 2^32 or more rounds to 0 */
+                const int32_t unsat = exponent > 31 ? 0
+                                      : rdbpot(srdhm(shifted_scale, softmax_exp(p, diff)), exponent);
                 yr[c] = (int8_t)clamp32(unsat - 128, -128, 127);
             } else {
                 yr[c] = -128;
