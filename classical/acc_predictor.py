@@ -26,7 +26,6 @@ import contextlib
 import logging
 import math
 import numbers
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -238,8 +237,9 @@ class AccuracyPredictor:
         """A predictor saved by :meth:`save` (supernet and config come from the file)."""
         try:
             state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-            raise NASError(f"cannot read an accuracy predictor from {str(path)!r}: {exc}") from exc
+        except Exception as exc:  # torch.load: UnpicklingError, RuntimeError, EOFError, struct.error, KeyError, ...
+            raise NASError(f"cannot read an accuracy predictor from {str(path)!r}: torch cannot read it as a file of "
+                           f"tensors and plain values ({type(exc).__name__})") from exc
         if not isinstance(state, dict) or not isinstance(state.get("supernet"), dict) or \
                 not isinstance(state.get("config"), dict):
             raise NASError(f"{str(path)!r} does not hold an AccuracyPredictor state")

@@ -183,6 +183,9 @@ def _multiplier(op: Operator, real: float, what: str, below_one: bool = False) -
     if below_one and real >= 1.0:
         raise UnsupportedOperatorError(f"{op.describe()}: the {what} multiplier {real:.6g} is >= 1, which TFLite "
                                        f"Micro's kernel rejects (QuantizeMultiplierSmallerThanOneExp)")
+    if real >= 2.0 ** 31:  # a left shift of 32 or more: undefined for int32 in C
+        raise UnsupportedOperatorError(f"{op.describe()}: the {what} multiplier {real:.6g} is too large (int8 "
+                                       f"kernels take multipliers below 2^31; check the tensors' scales)")
     return quantize_multiplier(real)
 
 
@@ -198,11 +201,15 @@ def pad_amount(size: int, k: int, stride: int, dilation: int, out: int) -> int:
     return max(total, 0) // 2
 
 
-def _spatial(op: Operator, x: Tensor, y: Tensor, k: tuple[int, int], stride: tuple[int, int],
-             dilation: tuple[int, int], padding: Padding) -> dict[str, int]:
+def _nhwc(op: Operator, x: Tensor, y: Tensor) -> None:
     if len(x.shape) != 4 or len(y.shape) != 4:
         raise UnsupportedOperatorError(f"{op.describe()}: needs 4-D NHWC input and output, got {list(x.shape)} -> "
                                        f"{list(y.shape)}")
+
+
+def _spatial(op: Operator, x: Tensor, y: Tensor, k: tuple[int, int], stride: tuple[int, int],
+             dilation: tuple[int, int], padding: Padding) -> dict[str, int]:
+    _nhwc(op, x, y)
     if min(*stride, *dilation, *k) < 1:
         raise UnsupportedOperatorError(f"{op.describe()}: stride, dilation and filter sizes must be >= 1")
     n, h, w, _ = x.shape
@@ -210,10 +217,13 @@ def _spatial(op: Operator, x: Tensor, y: Tensor, k: tuple[int, int], stride: tup
     if (y.shape[0], y.shape[1], y.shape[2]) != (n, oh, ow):
         raise UnsupportedOperatorError(f"{op.describe()}: output shape {list(y.shape)} does not follow from the "
                                        f"input {list(x.shape)} with {padding.name} padding (expected [{n}, {oh}, {ow}, .])")
+    pads = (pad_amount(h, k[0], stride[0], dilation[0], oh), pad_amount(w, k[1], stride[1], dilation[1], ow))
+    for o, st, kk, d, pd in zip((oh, ow), stride, k, dilation, pads):
+        if (o - 1) * st + (kk - 1) * d + pd > 2 ** 31 - 1:  # the kernels' int32 window positions
+            raise UnsupportedOperatorError(f"{op.describe()}: stride {list(stride)}, filter {list(k)} and dilation "
+                                           f"{list(dilation)} put window positions beyond int32")
     return {"batches": n, "in_h": h, "in_w": w, "out_h": oh, "out_w": ow, "k_h": k[0], "k_w": k[1],
-            "stride_h": stride[0], "stride_w": stride[1],
-            "pad_h": pad_amount(h, k[0], stride[0], dilation[0], oh),
-            "pad_w": pad_amount(w, k[1], stride[1], dilation[1], ow)}
+            "stride_h": stride[0], "stride_w": stride[1], "pad_h": pads[0], "pad_w": pads[1]}
 
 
 def _int32(values: np.ndarray) -> np.ndarray:
@@ -244,6 +254,7 @@ def _t(model: TFLiteModel, op: Operator) -> tuple[Tensor, Tensor]:
 
 def _conv(model: TFLiteModel, op: Operator) -> Step:
     x, y = _t(model, op)
+    _nhwc(op, x, y)
     wt = model.tensors[op.inputs[1]]
     o, kh, kw, fc = wt.shape
     c = x.shape[3]
@@ -270,7 +281,7 @@ def _conv(model: TFLiteModel, op: Operator) -> Step:
 def dw_inplace_safe(p: dict[str, int]) -> bool:
     """The ring-buffer depthwise kernel may write over its input: every input row is copied into the
     ring before an output row lands on it (checked row by row, as the kernel runs)."""
-    if p["batches"] != 1 or p["dil_h"] != 1 or p["dil_w"] != 1:
+    if p["batches"] != 1 or p["dil_h"] != 1 or p["dil_w"] != 1 or p["out_h"] > 1 << 16:  # (bounded walk)
         return False
     row_in, row_out, loaded = p["in_w"] * p["in_c"], p["out_w"] * p["out_c"], -1
     for oy in range(p["out_h"]):
@@ -284,6 +295,7 @@ def dw_inplace_safe(p: dict[str, int]) -> bool:
 
 def _depthwise(model: TFLiteModel, op: Operator) -> Step:
     x, y = _t(model, op)
+    _nhwc(op, x, y)
     wt = model.tensors[op.inputs[1]]
     one, kh, kw, o = wt.shape
     c = x.shape[3]
@@ -338,6 +350,10 @@ def _pool(model: TFLiteModel, op: Operator) -> Step:
     p = _spatial(op, x, y, opt.filter, opt.stride, (1, 1), opt.padding)
     if y.shape[3] != x.shape[3]:
         raise UnsupportedOperatorError(f"{op.describe()}: channels change from {x.shape[3]} to {y.shape[3]}")
+    if (np.float32(x.scale), x.zero_point) != (np.float32(y.scale), y.zero_point):
+        raise UnsupportedOperatorError(f"{op.describe()}: int8 pooling keeps the input's scale and zero point "
+                                       f"(TFLite Micro checks it); input {x.scale!r}, {x.zero_point}, output "
+                                       f"{y.scale!r}, {y.zero_point}")
     lo, hi = activation_range(opt.activation, y)
     p.update(channels=x.shape[3], act_min=lo, act_max=hi)
     for k in ("in_c", "out_c"):
@@ -393,8 +409,12 @@ def _binary(model: TFLiteModel, op: Operator) -> Step:
 
 def _pad(model: TFLiteModel, op: Operator) -> Step:
     x, y = _t(model, op)
-    pads = model.tensors[op.inputs[1]].data.astype(np.int64).reshape(-1, 2)
+    paddings = model.tensors[op.inputs[1]]
     rank = len(x.shape)
+    if paddings.dtype not in (DType.INT32, DType.INT64) or paddings.size != 2 * rank:
+        raise UnsupportedOperatorError(f"{op.describe()}: paddings (tensor {paddings.index}) are {paddings.dtype.name} "
+                                       f"{list(paddings.shape)}; a {rank}-D input takes int32 paddings [{rank}, 2]")
+    pads = paddings.data.astype(np.int64).reshape(-1, 2)
     if rank > 4 or pads.shape[0] != rank or (pads < 0).any():
         raise UnsupportedOperatorError(f"{op.describe()}: paddings {pads.tolist()} for a {rank}-D input are not "
                                        f"supported (up to 4-D, non-negative)")
@@ -405,7 +425,11 @@ def _pad(model: TFLiteModel, op: Operator) -> Step:
         raise UnsupportedOperatorError(f"{op.describe()}: output {list(y.shape)} does not match the paddings")
     value = y.zero_point
     if op.opcode == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
-        value = int(model.tensors[op.inputs[2]].data.reshape(-1)[0])
+        v = model.tensors[op.inputs[2]]
+        if v.dtype is not DType.INT8 or v.size != 1:
+            raise UnsupportedOperatorError(f"{op.describe()}: the pad value (tensor {v.index}) is {v.dtype.name} "
+                                           f"{list(v.shape)}; PADV2 on int8 takes one int8 value")
+        value = int(v.data.reshape(-1)[0])
     p = {"in_dims": in_dims, "out_dims": out_dims, "before": [0] * lead + [int(a) for a in pads[:, 0]], "value": value}
     return Step(Kernel.PAD, op, (x.index,), y.index, p)
 
@@ -420,7 +444,12 @@ def _reshape(model: TFLiteModel, op: Operator) -> Step:
 def _mean(model: TFLiteModel, op: Operator) -> Step:
     x, y = _t(model, op)
     rank = len(x.shape)
-    axes = sorted({int(a) % rank for a in model.tensors[op.inputs[1]].data.reshape(-1)})
+    given = model.tensors[op.inputs[1]]
+    if given.dtype is not DType.INT32 or not all(-rank <= int(a) < rank for a in given.data.reshape(-1)):
+        raise UnsupportedOperatorError(f"{op.describe()}: axes (tensor {given.index}) are {given.dtype.name} "
+                                       f"{given.data.reshape(-1).tolist()[:8]}; a {rank}-D input takes int32 axes "
+                                       f"in [{-rank}, {rank})")
+    axes = sorted({int(a) % rank for a in given.data.reshape(-1)})
     if not axes or axes != list(range(axes[0], axes[-1] + 1)):
         raise UnsupportedOperatorError(f"{op.describe()}: axes {axes} are not one contiguous run (e.g. [1, 2] for "
                                        f"global average pooling)")
@@ -438,8 +467,15 @@ def _mean(model: TFLiteModel, op: Operator) -> Step:
     return Step(Kernel.MEAN, op, (x.index,), y.index, p, {}, outer * reduced * inner, acc_words=inner)
 
 
+def _same_shape(op: Operator, x: Tensor, y: Tensor) -> None:
+    if x.shape != y.shape:
+        raise UnsupportedOperatorError(f"{op.describe()}: input shape {list(x.shape)} and output shape "
+                                       f"{list(y.shape)} differ; {op.opcode} keeps the shape")
+
+
 def _softmax(model: TFLiteModel, op: Operator) -> Step:
     x, y = _t(model, op)
+    _same_shape(op, x, y)
     if y.zero_point != -128 or np.float32(y.scale) != np.float32(1.0 / 256):
         raise UnsupportedOperatorError(f"{op.describe()}: int8 SOFTMAX needs an output scale of 1/256 and zero point "
                                        f"-128 (TFLite Micro checks it), got {y.scale} and {y.zero_point}")
@@ -456,6 +492,7 @@ def _softmax(model: TFLiteModel, op: Operator) -> Step:
 
 def _logistic(model: TFLiteModel, op: Operator) -> Step:
     x, y = _t(model, op)
+    _same_shape(op, x, y)
     if y.zero_point != -128:
         raise UnsupportedOperatorError(f"{op.describe()}: int8 LOGISTIC needs an output zero point of -128 (TFLite "
                                        f"Micro checks it), got {y.zero_point}")
@@ -509,6 +546,10 @@ def lower(model: TFLiteModel | bytes | str | os.PathLike) -> Program:
         if op.opcode == "DEQUANTIZE":
             raise UnsupportedOperatorError(f"{op.describe()}: DEQUANTIZE is supported only into a float32 graph output")
         steps.append(_LOWER[op.opcode](model, op))
+        for key, value in steps[-1].params.items():
+            if not all(-2 ** 31 <= int(v) < 2 ** 31 for v in np.ravel(value)):
+                raise UnsupportedOperatorError(f"{op.describe()}: {key} = {value} does not fit the runtime's int32 "
+                                               f"field")
     inputs = tuple(q_in[i].outputs[0] if i in q_in else i for i in model.inputs)
     outputs = tuple(dq_out[i].inputs[0] if i in dq_out else i for i in model.outputs)
     float_in = all(i in q_in for i in model.inputs)
@@ -869,6 +910,9 @@ def generate(model: bytes | str | os.PathLike | TFLiteModel, out_dir: str | os.P
         raise ExportError(f"options must be CodegenOptions, got {type(options).__name__}")
     program = lower(model)
     placement = plan_arena(program, options.inplace)
+    if placement.size > 2 ** 31 - 1:
+        raise UnsupportedOperatorError(f"the activations need an arena of {placement.size:,} bytes; the generated C "
+                                       f"takes at most 2^31 - 1")
     emitter = _Emitter(program, placement, options)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

@@ -451,11 +451,15 @@ def _key_json(layer: Layer) -> dict[str, Any]:
             "kernel": layer.kernel, "stride": layer.stride, "relu6": layer.relu6}
 
 
+def _no_constant(name: str) -> float:
+    raise NASError(f"a latency table holds {name}; accepted: finite numbers (microseconds >= 0, a scale > 0)")
+
+
 def _key_from_json(d: Mapping[str, Any]) -> Layer:
     try:
         return Layer(str(d["kind"]), tuple(int(v) for v in d["in_shape"]), tuple(int(v) for v in d["out_shape"]),
                      int(d["kernel"]), int(d["stride"]), bool(d["relu6"]))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise NASError(f"a latency table entry needs kind, in_shape, out_shape, kernel, stride, relu6: {d!r}") from exc
 
 
@@ -530,7 +534,7 @@ class LatencyTable:
     @classmethod
     def from_json(cls, text: str) -> LatencyTable:
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise NASError(f"not a latency table (invalid JSON: {exc})") from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != _VERSION:

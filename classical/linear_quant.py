@@ -88,6 +88,12 @@ def round_half_away(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.floor(x.abs() + 0.5)
 
 
+def _normal32(scale: torch.Tensor) -> torch.Tensor:
+    """``scale`` raised to float32's smallest normal number: a range so small that its float32 scale would be
+    subnormal or 0 (codes of NaN, a zero point of INT64_MIN) gets the smallest scale that float32 keeps exactly."""
+    return torch.clamp(scale, min=torch.finfo(torch.float32).tiny)
+
+
 def params_from_range(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> QuantParams:
     """Quantization parameters covering ``[lo, hi]`` (widened to include 0)."""
     lo = torch.as_tensor(lo, dtype=torch.float64)
@@ -98,10 +104,11 @@ def params_from_range(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> Qu
     if spec.symmetric:
         scale = torch.maximum(lo.abs(), hi) / spec.qmax
         scale = torch.where(scale > 0, scale, torch.ones_like(scale) / spec.qmax)
+        scale = _normal32(scale)
         zero = torch.zeros_like(scale, dtype=torch.int64)
     else:
         scale = (hi - lo) / (spec.qmax - spec.qmin)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        scale = _normal32(torch.where(scale > 0, scale, torch.ones_like(scale)))
         scale32 = scale.to(torch.float32).to(torch.float64)
         zero = (spec.qmin - round_half_away(lo / scale32)).clamp(spec.qmin, spec.qmax).to(torch.int64)
     return QuantParams(scale.to(torch.float32), zero, spec)
@@ -128,9 +135,11 @@ def quantize(x: torch.Tensor, qp: QuantParams) -> torch.Tensor:
 
 
 def dequantize(q: torch.Tensor, qp: QuantParams) -> torch.Tensor:
-    """Real values ``scale * (q - zero_point)`` (float32)."""
+    """Real values ``scale * (q - zero_point)`` (float32; a code whose value lies beyond float32's range, as
+    the end codes of a range near +-3.4e38 can, saturates at its largest finite value rather than turning inf)."""
     scale, zero = qp._view(q)
-    return ((q.to(torch.float64) - zero) * scale.to(torch.float64)).to(torch.float32)
+    big = torch.finfo(torch.float32).max
+    return ((q.to(torch.float64) - zero) * scale.to(torch.float64)).clamp(-big, big).to(torch.float32)
 
 
 class _FakeQuant(torch.autograd.Function):

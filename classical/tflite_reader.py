@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 import enum
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +111,7 @@ class Tensor:
     @property
     def size(self) -> int:
         """Number of elements."""
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)  # Python ints: no int64 overflow on a huge (corrupt) shape
 
     @property
     def nbytes(self) -> int:
@@ -259,16 +260,22 @@ def _tensor(index: int, t: Any, buffers: list[Any], blob: bytes) -> Tensor:
     except ValueError:
         dtype = DType.OTHER
     shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+    name = _text(t.name)
+    if any(d < 0 for d in shape):
+        raise ExportError(f"tensor {index} ({name!r}) has shape {list(shape)}; dimensions must be >= 0")
     q = t.quantization
     scales: tuple[float, ...] = ()
     zeros: tuple[int, ...] = ()
     qdim = 0
     if q is not None and q.scale is not None and len(q.scale):
         scales = tuple(float(np.float32(s)) for s in q.scale)
-        zeros = tuple(int(z) for z in (q.zeroPoint if q.zeroPoint is not None else [0] * len(scales)))
+        zeros = tuple(int(z) for z in (q.zeroPoint if q.zeroPoint is not None else ()))
         qdim = int(q.quantizedDimension)
+    if t.buffer and t.buffer >= len(buffers):
+        raise ExportError(f"tensor {index} ({name!r}) refers to buffer {t.buffer}; the model has {len(buffers)} "
+                          f"buffers (0 to {len(buffers) - 1})")
     data = None
-    buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
+    buf = buffers[t.buffer] if t.buffer else None
     if buf is not None:
         raw = None
         if buf.data is not None and len(buf.data):
@@ -276,8 +283,12 @@ def _tensor(index: int, t: Any, buffers: list[Any], blob: bytes) -> Tensor:
         elif getattr(buf, "offset", 0) and buf.offset > 1:
             raw = blob[buf.offset:buf.offset + buf.size]
         if raw is not None:
+            need = math.prod(shape) * dtype.numpy.itemsize
+            if len(raw) != need:
+                raise ExportError(f"tensor {index} ({name!r}): buffer {t.buffer} holds {len(raw)} bytes, its shape "
+                                  f"{list(shape)} of {dtype.name} needs {need}")
             data = np.frombuffer(raw, dtype=dtype.numpy).reshape(shape).copy()
-    return Tensor(index, _text(t.name), shape, dtype, scales, zeros, qdim, data)
+    return Tensor(index, name, shape, dtype, scales, zeros, qdim, data)
 
 
 def _pair(h: Any, w: Any) -> tuple[int, int]:
@@ -285,26 +296,47 @@ def _pair(h: Any, w: Any) -> tuple[int, int]:
 
 
 def _act(code: Any) -> Activation:
-    return Activation(int(code))
+    try:
+        return Activation(int(code))
+    except ValueError:
+        raise ExportError(f"fused activation {int(code)} is not one of "
+                          f"{', '.join(f'{a.name} ({a.value})' for a in Activation)}") from None
+
+
+def _padding(code: Any) -> Padding:
+    try:
+        return Padding(int(code))
+    except ValueError:
+        raise ExportError(f"padding {int(code)} is not SAME (0) or VALID (1)") from None
+
+
+#: the builtin options table (object API class) each operator with options takes
+_OPTION_TABLES = {"CONV_2D": "Conv2DOptionsT", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptionsT",
+                  "FULLY_CONNECTED": "FullyConnectedOptionsT", "AVERAGE_POOL_2D": "Pool2DOptionsT",
+                  "MAX_POOL_2D": "Pool2DOptionsT", "ADD": "AddOptionsT", "MUL": "MulOptionsT",
+                  "SOFTMAX": "SoftmaxOptionsT", "RESHAPE": "ReshapeOptionsT", "MEAN": "ReducerOptionsT"}
 
 
 def _options(opcode: str, o: Any) -> Options:
+    table = _OPTION_TABLES.get(opcode)
+    if o is not None and table is not None and type(o).__name__ != table:
+        raise ExportError(f"its builtin options are {type(o).__name__[:-1]}; {opcode} takes {table[:-1]}")
     if o is None:
         return {"CONV_2D": ConvOptions(), "DEPTHWISE_CONV_2D": DepthwiseOptions(),
                 "FULLY_CONNECTED": FullyConnectedOptions(), "ADD": ElementwiseOptions(),
                 "MUL": ElementwiseOptions(), "SOFTMAX": SoftmaxOptions(), "MEAN": ReducerOptions()}.get(
                     opcode, NoOptions())
     if opcode == "CONV_2D":
-        return ConvOptions(Padding(int(o.padding)), _pair(o.strideH, o.strideW),
+        return ConvOptions(_padding(o.padding), _pair(o.strideH, o.strideW),
                            _pair(o.dilationHFactor, o.dilationWFactor), _act(o.fusedActivationFunction))
     if opcode == "DEPTHWISE_CONV_2D":
-        return DepthwiseOptions(Padding(int(o.padding)), _pair(o.strideH, o.strideW),
+        return DepthwiseOptions(_padding(o.padding), _pair(o.strideH, o.strideW),
                                 _pair(o.dilationHFactor, o.dilationWFactor), _act(o.fusedActivationFunction),
                                 int(o.depthMultiplier))
     if opcode == "FULLY_CONNECTED":
         return FullyConnectedOptions(_act(o.fusedActivationFunction), bool(o.keepNumDims))
     if opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
-        return PoolOptions(Padding(int(o.padding)), _pair(o.strideH, o.strideW), _pair(o.filterHeight, o.filterWidth),
+        return PoolOptions(_padding(o.padding), _pair(o.strideH, o.strideW), _pair(o.filterHeight, o.filterWidth),
                            _act(o.fusedActivationFunction))
     if opcode in ("ADD", "MUL"):
         return ElementwiseOptions(_act(o.fusedActivationFunction))
@@ -327,13 +359,26 @@ def read_tflite(model: bytes | str | os.PathLike) -> TFLiteModel:
     try:
         m = fb.ModelT.InitFromPackedBuf(blob, 0)
     except Exception as exc:  # a corrupt flatbuffer raises struct / index errors
-        raise ExportError(f"not a readable TFLite flatbuffer: {type(exc).__name__}: {exc}") from exc
+        raise ExportError(f"not a readable TFLite flatbuffer (truncated or corrupt, {len(blob)} bytes): "
+                          f"{type(exc).__name__}: {exc}") from exc
     if not m.subgraphs:
         raise ExportError("the TFLite model has no subgraph")
     try:
         return _model(fb, m, blob)
-    except (IndexError, TypeError, AttributeError, KeyError, ValueError) as exc:  # dangling indices, bad enums
+    except ExportError as exc:  # what _model checks: dangling indices, bad enums, data that does not fit
+        raise ExportError(f"malformed TFLite model: {exc}") from None
+    except (IndexError, TypeError, AttributeError, KeyError, ValueError) as exc:  # anything it does not name
         raise ExportError(f"malformed TFLite model: {type(exc).__name__}: {exc}") from exc
+
+
+def _indices(values: Any, what: str, n: int, optional: bool = False) -> tuple[int, ...]:
+    """Tensor indices (``-1``: an omitted optional input), each checked against the ``n`` tensors."""
+    out = tuple(int(x) for x in (values if values is not None else ()))
+    for k, i in enumerate(out):
+        if not (-1 if optional else 0) <= i < n:
+            allowed = f"-1 (omitted) or 0 to {n - 1}" if optional else f"0 to {n - 1}"
+            raise ExportError(f"{what} {k} is tensor {i}; the subgraph has {n} tensors ({allowed})")
+    return out
 
 
 def _model(fb: Any, m: Any, blob: bytes) -> TFLiteModel:
@@ -342,17 +387,25 @@ def _model(fb: Any, m: Any, blob: bytes) -> TFLiteModel:
     sub = m.subgraphs[0]
     buffers = list(m.buffers or [])
     tensors = tuple(_tensor(i, t, buffers, blob) for i, t in enumerate(sub.tensors or []))
+    n = len(tensors)
     ops = []
     for i, o in enumerate(sub.operators or []):
+        if not 0 <= o.opcodeIndex < len(codes):
+            raise ExportError(f"operator {i} has opcode index {o.opcodeIndex}; the model has {len(codes)} "
+                              f"operator codes")
         code = codes[o.opcodeIndex]
         name = names.get(code, f"BUILTIN_{code}")
         if name == "CUSTOM":
             name = f"CUSTOM:{_text(m.operatorCodes[o.opcodeIndex].customCode)}"
-        ops.append(Operator(i, name, tuple(int(x) for x in (o.inputs if o.inputs is not None else ())),
-                            tuple(int(x) for x in (o.outputs if o.outputs is not None else ())),
-                            _options(name, o.builtinOptions)))
-    return TFLiteModel(tensors, tuple(ops), tuple(int(x) for x in sub.inputs), tuple(int(x) for x in sub.outputs),
-                       _text(m.description), int(m.version))
+        where = f"operator {i} ({name})"
+        try:
+            options = _options(name, o.builtinOptions)
+        except ExportError as exc:
+            raise ExportError(f"{where}: {exc}") from None
+        ops.append(Operator(i, name, _indices(o.inputs, f"{where}: input", n, optional=True),
+                            _indices(o.outputs, f"{where}: output", n), options))
+    return TFLiteModel(tensors, tuple(ops), _indices(sub.inputs, "graph input", n),
+                       _indices(sub.outputs, "graph output", n), _text(m.description), int(m.version))
 
 
 # -- what the code generator supports ---------------------------------------------------------------------
@@ -367,6 +420,12 @@ _CONST_INPUTS = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTE
                  "PADV2": (1, 2), "MEAN": (1,)}
 #: activation (int8) operand positions
 _DATA_INPUTS = {"ADD": (0, 1), "MUL": (0, 1)}
+#: (fewest, most) inputs of each operator; the first ``fewest`` may not be omitted (-1); one output each
+_ARITY = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3), "AVERAGE_POOL_2D": (1, 1),
+          "MAX_POOL_2D": (1, 1), "MEAN": (2, 2), "ADD": (2, 2), "MUL": (2, 2), "PAD": (2, 2), "PADV2": (2, 3),
+          "RESHAPE": (1, 2), "SOFTMAX": (1, 1), "LOGISTIC": (1, 1), "QUANTIZE": (1, 1), "DEQUANTIZE": (1, 1)}
+#: the largest tensor (elements) the generated C indexes: its sizes and offsets are int32
+MAX_ELEMENTS = 2 ** 31 - 1
 
 
 def _fail(op: Operator, why: str) -> UnsupportedOperatorError:
@@ -383,9 +442,41 @@ def _edge_float(model: TFLiteModel, op: Operator) -> bool:
     return False
 
 
+def _check_arity(op: Operator) -> None:
+    fewest, most = _ARITY[op.opcode]
+    if not fewest <= len(op.inputs) <= most or len(op.outputs) != 1:
+        ins = f"{fewest}" if fewest == most else f"{fewest} to {most}"
+        raise _fail(op, f"has {len(op.inputs)} inputs and {len(op.outputs)} outputs; {op.opcode} takes {ins} "
+                        f"inputs and 1 output")
+    for pos in range(fewest):
+        if op.inputs[pos] < 0:
+            raise _fail(op, f"input {pos} is omitted (-1); only optional inputs (a bias, PADV2's value, "
+                            f"RESHAPE's shape) may be")
+
+
+def _activation_problem(t: Tensor) -> str | None:
+    """Why tensor ``t`` cannot be an activation of the generated C (``None``: it can)."""
+    if any(d < 1 for d in t.shape):
+        return f"has shape {list(t.shape)}; activations need every dimension >= 1"
+    if t.size > MAX_ELEMENTS:
+        return f"has {t.size} elements (shape {list(t.shape)}); the generated C indexes at most 2^31 - 1"
+    if t.dtype is not DType.INT8:
+        return None
+    if len(t.scales) != 1:
+        return f"needs one (per-tensor) scale, it has {len(t.scales)}"
+    if not (math.isfinite(t.scale) and t.scale > 0):
+        return f"has scale {t.scale!r}; an int8 scale must be a finite number > 0"
+    if len(t.zero_points) != 1 or not -128 <= t.zero_point <= 127:
+        return f"has zero points {list(t.zero_points)}; an int8 activation takes one in [-128, 127]"
+    return None
+
+
 def _check_operator(model: TFLiteModel, op: Operator) -> None:
     if op.opcode not in SUPPORTED_OPS:
         raise _fail(op, f"is not supported by the C code generator (it compiles {', '.join(sorted(SUPPORTED_OPS))})")
+    _check_arity(op)
+    if op.opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D") and not isinstance(op.options, PoolOptions):
+        raise _fail(op, "has no Pool2DOptions (its filter size and strides)")
     act = getattr(op.options, "activation", Activation.NONE)
     if act not in _ACTIVATIONS:
         raise _fail(op, f"fused activation {act.name} is not supported (NONE, RELU, RELU6, RELU_N1_TO_1 are)")
@@ -396,11 +487,13 @@ def _check_operator(model: TFLiteModel, op: Operator) -> None:
     if op.opcode == "RESHAPE":
         consts.add(1)
     float_edge = _edge_float(model, op)
-    if op.opcode in ("QUANTIZE", "DEQUANTIZE") and not float_edge:
+    if op.opcode in ("QUANTIZE", "DEQUANTIZE"):
         src, dst = (model.tensors[i] for i in (op.inputs[0], op.outputs[0]))
-        if not (src.dtype is DType.INT8 and dst.dtype is DType.INT8):
+        if not float_edge and not (src.dtype is DType.INT8 and dst.dtype is DType.INT8):
             raise _fail(op, f"{op.opcode} from {src.dtype.name} to {dst.dtype.name} is supported only at the graph "
                             f"edges (a float32 graph input into QUANTIZE, a DEQUANTIZE into a float32 graph output)")
+        if src.shape != dst.shape:
+            raise _fail(op, f"input shape {list(src.shape)} and output shape {list(dst.shape)} differ")
     for pos, idx in enumerate(op.inputs):
         if idx < 0 or pos in consts:
             continue
@@ -408,15 +501,18 @@ def _check_operator(model: TFLiteModel, op: Operator) -> None:
         if t.dtype is not DType.INT8 and not (float_edge and op.opcode == "QUANTIZE"):
             raise _fail(op, f"input {pos} is tensor {idx} ({t.name!r}) of type {t.dtype.name}; the generated C "
                             f"computes int8 activations only (a float tensor is allowed only at the graph edges)")
-        if t.dtype is DType.INT8 and (not t.scales or t.per_channel):
-            raise _fail(op, f"activation tensor {idx} ({t.name!r}) needs one (per-tensor) scale, "
-                            f"it has {len(t.scales)}")
+        if t.is_constant and op.opcode not in ("ADD", "MUL"):  # a constant ADD / MUL operand is named in lowering
+            raise _fail(op, f"input {pos} (tensor {idx}, {t.name!r}) is a constant; it must be an activation")
+        why = _activation_problem(t)
+        if why is not None:
+            raise _fail(op, f"activation tensor {idx} ({t.name!r}) {why}")
     for idx in op.outputs:
         t = model.tensors[idx]
         if t.dtype is not DType.INT8 and not (float_edge and op.opcode == "DEQUANTIZE"):
             raise _fail(op, f"output tensor {idx} ({t.name!r}) is {t.dtype.name}; only int8 activations are supported")
-        if t.dtype is DType.INT8 and (not t.scales or t.per_channel):
-            raise _fail(op, f"output tensor {idx} ({t.name!r}) needs one (per-tensor) scale, it has {len(t.scales)}")
+        why = _activation_problem(t)
+        if why is not None:
+            raise _fail(op, f"output tensor {idx} ({t.name!r}) {why}")
     _check_weights(model, op)
 
 
@@ -426,10 +522,20 @@ def _check_weights(model: TFLiteModel, op: Operator) -> None:
     w = model.tensors[op.inputs[1]]
     if w.dtype is not DType.INT8:
         raise _fail(op, f"weights (tensor {w.index}) are {w.dtype.name}; only int8 weights are supported")
+    rank = 2 if op.opcode == "FULLY_CONNECTED" else 4
+    if len(w.shape) != rank or any(d < 1 for d in w.shape):
+        raise _fail(op, f"weights (tensor {w.index}) have shape {list(w.shape)}; {op.opcode} takes {rank}-D "
+                        f"weights with every dimension >= 1")
     if any(z != 0 for z in w.zero_points):
         raise _fail(op, f"weights (tensor {w.index}) have a non-zero zero point; int8 weights must be symmetric")
     channels = w.shape[3] if op.opcode == "DEPTHWISE_CONV_2D" else w.shape[0]
     dim = 3 if op.opcode == "DEPTHWISE_CONV_2D" else 0
+    if not w.scales or len(w.zero_points) != len(w.scales):
+        raise _fail(op, f"weights (tensor {w.index}) have {len(w.scales)} scales and {len(w.zero_points)} zero "
+                        f"points; int8 weights take one scale (or one per output channel) and as many zero points")
+    if not all(math.isfinite(v) and v >= 0 for v in w.scales):
+        raise _fail(op, f"weights (tensor {w.index}) have scales {list(w.scales)[:8]}; each must be a finite "
+                        f"number >= 0")
     if w.per_channel and (len(w.scales) != channels or w.quantized_dimension != dim):
         raise _fail(op, f"per-channel weights (tensor {w.index}) have {len(w.scales)} scales along dimension "
                         f"{w.quantized_dimension}; expected {channels} along dimension {dim}")
@@ -439,6 +545,55 @@ def _check_weights(model: TFLiteModel, op: Operator) -> None:
             raise _fail(op, f"bias (tensor {b.index}) is {b.dtype.name}; int8 kernels take an int32 bias")
 
 
+def _check_graph_io(model: TFLiteModel) -> None:
+    for kind, indices in (("input", model.inputs), ("output", model.outputs)):
+        if not indices:
+            raise UnsupportedOperatorError(f"the model has no graph {kind}s; the generated C needs at least one")
+        if len(set(indices)) != len(indices):
+            raise UnsupportedOperatorError(f"the graph {kind}s {list(indices)} name a tensor twice")
+        for k, idx in enumerate(indices):
+            t = model.tensors[idx]
+            where = f"graph {kind} {k} (tensor {idx}, {t.name!r})"
+            if t.dtype not in (DType.INT8, DType.FLOAT32):
+                raise UnsupportedOperatorError(f"{where} is {t.dtype.name}; int8 or float32 (with QUANTIZE / "
+                                               f"DEQUANTIZE) are supported")
+            if t.is_constant:
+                raise UnsupportedOperatorError(f"{where} is a constant; graph inputs and outputs are activations")
+            why = _activation_problem(t)
+            if why is not None:
+                raise UnsupportedOperatorError(f"{where} {why}")
+            edge, verb = ("QUANTIZE", "reads") if kind == "input" else ("DEQUANTIZE", "writes")
+            ops = model.consumers(idx) if kind == "input" else [model.producer(idx)]
+            if t.dtype is DType.FLOAT32 and not any(op is not None and op.opcode == edge and _edge_float(model, op)
+                                                    for op in ops):
+                raise UnsupportedOperatorError(f"{where} is float32 but no {edge} at the graph edge {verb} it")
+
+
+def _check_dataflow(model: TFLiteModel) -> None:
+    """Operators in execution order: each reads activations written before it (a graph input or an earlier
+    operator's output), and each tensor has one writer (no cycles, nothing writes a constant or an input)."""
+    writer: dict[int, str] = {i: "the graph input" for i in model.inputs}
+    for op in model.operators:
+        for pos, idx in enumerate(op.inputs):
+            if idx >= 0 and not model.tensors[idx].is_constant and idx not in writer:
+                later = model.producer(idx)
+                after = f"; {later.describe()} writes it later" if later is not None else ", and no operator writes it"
+                raise _fail(op, f"input {pos} reads tensor {idx} ({model.tensors[idx].name!r}) before it is written"
+                                f"{after} (operators must come in execution order, without cycles)")
+        for idx in op.outputs:
+            t = model.tensors[idx]
+            if t.is_constant:
+                raise _fail(op, f"writes the constant tensor {idx} ({t.name!r})")
+            if idx in writer:
+                raise _fail(op, f"writes tensor {idx} ({t.name!r}), which {writer[idx]} already gives; each "
+                                f"tensor has one writer")
+            writer[idx] = op.describe()
+    for k, idx in enumerate(model.outputs):
+        if idx not in writer:
+            raise UnsupportedOperatorError(f"graph output {k} (tensor {idx}, {model.tensors[idx].name!r}) is "
+                                           f"written by no operator")
+
+
 def check_supported(model: TFLiteModel) -> TFLiteModel:
     """``model`` when the code generator compiles it, else :class:`UnsupportedOperatorError` naming the
     first offending operator and its index (or the graph input / output)."""
@@ -446,10 +601,6 @@ def check_supported(model: TFLiteModel) -> TFLiteModel:
         raise UnsupportedOperatorError("the model has no operators")
     for op in model.operators:
         _check_operator(model, op)
-    for kind, indices in (("input", model.inputs), ("output", model.outputs)):
-        for k, idx in enumerate(indices):
-            t = model.tensors[idx]
-            if t.dtype not in (DType.INT8, DType.FLOAT32):
-                raise UnsupportedOperatorError(f"graph {kind} {k} (tensor {idx}, {t.name!r}) is {t.dtype.name}; "
-                                               f"int8 or float32 (with QUANTIZE / DEQUANTIZE) are supported")
+    _check_dataflow(model)
+    _check_graph_io(model)
     return model

@@ -210,7 +210,11 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise CompressionError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load: UnpicklingError, RuntimeError, EOFError, struct.error, KeyError, ...
+        raise CompressionError(f"cannot read a checkpoint from {path}: torch cannot read it as a file of tensors "
+                               f"and plain values ({type(exc).__name__})") from exc
     if not isinstance(state, dict):
         raise CompressionError(f"{path} does not hold a state dict")
     missing, unexpected = _key_diff(model, state)

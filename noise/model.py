@@ -123,6 +123,19 @@ def _gate_name(name: str) -> str:
         raise NoiseModelError(f"noise rule for unknown gate {name!r}: {exc}") from None
 
 
+def _no_constant(name: str) -> float:
+    raise NoiseModelError(f"noise model JSON holds {name}; accepted: finite numbers (an infinite T1 or T2 is "
+                          "written as the string \"inf\")")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise NoiseModelError(f"noise model JSON holds the number {text}, which overflows to {v}; accepted: finite "
+                              "numbers (an infinite T1 or T2 is written as the string \"inf\")")
+    return v
+
+
 @dataclass(frozen=True)
 class NoiseRule:
     """``error`` after every ``gate`` on ``qubits`` (``None``: on any qubits)."""
@@ -286,14 +299,14 @@ class NoiseModel:
                             for r in d.get("readout", []))
         except NoiseModelError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:  # ValueError: also NoiseParameterError, NotCPTPError
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # ValueError: also NoiseParameterError, ...
             raise NoiseModelError(f"bad noise model entry: {exc!r}") from None
         return cls(rules, readout, str(d.get("name", "")))
 
     @classmethod
     def from_json(cls, text: str) -> "NoiseModel":
         try:
-            d = json.loads(text)
+            d = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
         except (json.JSONDecodeError, TypeError) as exc:
             raise NoiseModelError(f"noise model JSON does not parse: {exc}") from None
         return cls.from_dict(d)

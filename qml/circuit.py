@@ -60,10 +60,19 @@ class Param:
             raise ParameterError("a feature reference needs at least one input index")
         if any((not isinstance(i, (int, np.integer))) or i < 0 for i in self.index):
             raise ParameterError(f"parameter indices must be non-negative integers, got {self.index!r}")
+        # plain int / float fields (numpy scalars would break to_json and turn inverses' offsets into float32)
+        object.__setattr__(self, "index", tuple(int(i) for i in self.index))
         for name in ("value", "scale", "offset", "feature_shift"):
             v = getattr(self, name)
-            if not math.isfinite(v):
+            try:
+                if isinstance(v, (str, bytes)):
+                    raise TypeError
+                f = float(v)
+            except (TypeError, ValueError):
+                raise ParameterError(f"Param.{name} must be a real number, got {v!r}") from None
+            if not math.isfinite(f):
                 raise ParameterError(f"Param.{name} must be finite, got {v!r}")
+            object.__setattr__(self, name, f)
 
     @property
     def is_trainable(self) -> bool:
@@ -92,7 +101,7 @@ class Param:
                 scale=float(d.get("scale", 1.0)), offset=float(d.get("offset", 0.0)),
                 feature_shift=float(d.get("feature_shift", 0.0)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf) of an index
             raise CircuitFormatError(f"bad parameter entry {d!r}: {exc}") from None
 
 
@@ -239,6 +248,7 @@ class Circuit:
     def __post_init__(self) -> None:
         if not isinstance(self.n_wires, (int, np.integer)) or self.n_wires < 1:
             raise WireError(f"a circuit needs n_wires >= 1, got {self.n_wires!r}")
+        object.__setattr__(self, "n_wires", int(self.n_wires))  # a numpy integer would not serialize
         ops = tuple(self.ops)
         for op in ops:
             if not isinstance(op, Op):
@@ -299,7 +309,23 @@ class Circuit:
         return self.compose(other)
 
     def inverse(self) -> "Circuit":
-        """The adjoint circuit: reversed order, each operation inverted (same parameter references)."""
+        """The adjoint circuit: reversed order, each operation replaced by its inverse.
+
+        Parameters stay symbolic: a weight or feature reference keeps its index and gets its
+        ``scale`` and ``offset`` negated (plus the gate's fixed shift: ``U(t, p, l)^-1 = U(-t, -l, -p)``,
+        ``U2(p, l)^-1 = U2(-l - pi, -p + pi)``), so one inverse serves every weight and batch.
+        Gates without an inverse in the set (ISWAP) become a ``QubitUnitary`` of the adjoint matrix.
+
+        >>> import torch, tinyqml.qml as tq
+        >>> c = tq.CircuitBuilder(2).h(0).crx(0, 1, tq.weight(0, scale=2.0, offset=0.5)).iswap(0, 1).build()
+        >>> inv = c.inverse()
+        >>> p = inv.ops[1].params[0]
+        >>> [op.name for op in inv.ops], (p.kind, p.index, p.scale, p.offset)
+        (['QubitUnitary', 'CRX', 'H'], ('weight', (0,), -2.0, -0.5))
+        >>> psi = tq.statevector(c + inv, weights=torch.tensor([0.3], dtype=torch.float64))
+        >>> round(abs(complex(psi[0, 0])), 12)
+        1.0
+        """
         return Circuit(self.n_wires, tuple(op.inverse() for op in reversed(self.ops)))
 
     def with_ops(self, ops: Iterable[Op]) -> "Circuit":
@@ -355,8 +381,7 @@ class CircuitBuilder:
     """
 
     def __init__(self, n_wires: int) -> None:
-        Circuit(n_wires)  # validates n_wires
-        self.n_wires = n_wires
+        self.n_wires = Circuit(n_wires).n_wires  # validates n_wires (a plain int from here on)
         self._ops: list[Op] = []
 
     def __repr__(self) -> str:

@@ -194,7 +194,10 @@ def _phase_diag(p: Tensor, k: int, dtype: torch.dtype) -> Tensor:
 def _u3(p: Tensor, k: int, dtype: torch.dtype) -> Tensor:
     theta, phi, lam = p[:, 0], p[:, 1], p[:, 2]
     c, s = torch.cos(theta / 2).to(dtype), torch.sin(theta / 2).to(dtype)
-    return _mat2(c, -_cis(lam, dtype) * s, _cis(phi, dtype) * s, _cis(phi + lam, dtype) * c)
+    e_phi, e_lam = _cis(phi, dtype), _cis(lam, dtype)
+    # e^{i phi} e^{i lam}, not e^{i (phi + lam)}: the rounded (or overflowing) sum of two large
+    # angles would break unitarity (|U^dagger U - I| ~ 1e-9 at lam ~ 1e7)
+    return _mat2(c, -e_lam * s, e_phi * s, e_phi * e_lam * c)
 
 
 def _u2(p: Tensor, k: int, dtype: torch.dtype) -> Tensor:

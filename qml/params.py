@@ -148,6 +148,11 @@ def resolve(circuit: Circuit, weights: Any = None, inputs: Any = None, dtype: to
         angles = angles.index_put(
             (torch.arange(batch, device=dev)[:, None], torch.tensor(t.feat_pos, device=dev)), _features(t, x)
         )
+    if t.n_slots and not bool(torch.isfinite(angles.detach()).all()):
+        raise NonFiniteError(
+            f"a gate angle (scale * value + offset of a parameter) overflows {rdtype}: a constant, weight, "
+            f"input or parameter scale/offset is too large; accepted: angles of magnitude up to "
+            f"{torch.finfo(rdtype).max:.3g} ({'complex64' if rdtype == torch.float32 else 'complex128'})")
     return angles, t.batched_slots if batch > 1 else (False,) * t.n_slots
 
 

@@ -39,7 +39,6 @@ import logging
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -81,13 +80,28 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _refusal_reason(exc: BaseException) -> str:
+    """What torch's weights_only ``UnpicklingError`` refused (``Unsupported operand 0``, ``Unsupported global:
+    GLOBAL io.open was not an allowed global by default``), without its advice to load with
+    ``weights_only=False`` or to allowlist the global."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return rest.split(". Please use", 1)[0].rstrip(".") or type(exc).__name__
+    for line in lines:  # older torch: the reason on a line of its own
+        if line.startswith(("Trying to load", "Unsupported")):
+            return line.rstrip(".")
+    return type(exc).__name__
+
+
 def _load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refused an object
         raise ArtifactError(f"{str(path)!r} holds objects that weights_only=True refuses (accepted: {ACCEPTED}): "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:  # truncated or not torch's
+                            f"{_refusal_reason(exc)}") from exc
+    except Exception as exc:  # truncated or not torch's: RuntimeError, EOFError, struct.error, KeyError, ...
         raise ArtifactError(f"cannot read the artefact {str(path)!r} (corrupt or not written by torch.save): "
                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ import optuna
 
 from tinyqml.search.errors import SearchError
 
-__all__ = ["HeartbeatConfig", "DEFAULT_STORAGE", "storage_url", "open_storage", "quiet_optuna_warnings"]
+__all__ = ["HeartbeatConfig", "DEFAULT_STORAGE", "storage_url", "open_storage", "quiet_optuna_warnings", "redact_url"]
 
 #: where studies live unless told otherwise (an embedded SQLite file)
 DEFAULT_STORAGE = "sqlite:///runs/search.db"
@@ -98,6 +99,7 @@ def open_storage(storage: str, heartbeat: HeartbeatConfig | None = HeartbeatConf
     if heartbeat is not None:
         kw = {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace,
               "heartbeat_stale_trial_callback": _retry_callback(heartbeat.max_retry)}
+    _check_host(url)
     for attempt in range(_SCHEMA_ATTEMPTS):
         try:
             with quiet_optuna_warnings():
@@ -166,11 +168,51 @@ def _retry_callback(max_retry: int | None) -> object:
         return cls(max_retry=max_retry)
 
 
+#: a password given as a query parameter (``?password=...``, libpq's spelling)
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``user:PASSWORD@host`` or a ``password=`` query parameter) replaced by
+    ``***``: what log lines, progress lines and error messages show of a storage URL.
+
+    Everything between the user name and the last ``@`` is masked, so a password holding ``@`` or ``/``
+    never shows, whichever way a driver would split it.
+
+    >>> redact_url("postgresql://tinyqml:secret@db.example.org:5432/tinyqml")
+    'postgresql://tinyqml:***@db.example.org:5432/tinyqml'
+    >>> redact_url("postgresql://db.example.org/tinyqml?user=tinyqml&password=secret&connect_timeout=5")
+    'postgresql://db.example.org/tinyqml?user=tinyqml&password=***&connect_timeout=5'
+    >>> redact_url("sqlite:///runs/search.db")
+    'sqlite:///runs/search.db'
+    """
+    out = str(url)
+    if "://" in out and "@" in out:
+        scheme, rest = out.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        user = cred.split(":", 1)[0]
+        out = f"{scheme}://{user}{':***' if ':' in cred else ''}@{host}"
+    return _QUERY_PASSWORD.sub(r"\1***", out)
+
+
 def _safe(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    if "://" not in url or "@" not in url:
-        return repr(url)
-    scheme, rest = url.split("://", 1)
-    cred, host = rest.rsplit("@", 1)
-    user = cred.split(":", 1)[0]
-    return repr(f"{scheme}://{user}{':***' if ':' in cred else ''}@{host}")
+    """``url`` with any password replaced by ``***``, quoted (``repr``)."""
+    return repr(redact_url(url))
+
+
+def _check_host(url: str) -> None:
+    """Refuse a server URL whose host, as SQLAlchemy reads it, holds an ``@``: a password with a raw ``@``
+    (SQLAlchemy ends the password at the first ``@``, so the rest of it would become the host name, and the
+    driver's error would print it)."""
+    if url.startswith("sqlite"):
+        return
+    try:
+        from sqlalchemy.engine import make_url
+
+        host = make_url(url).host
+    except Exception as exc:  # sqlalchemy.exc.ArgumentError and friends; their text may hold the URL
+        raise SearchError(f"cannot parse the storage URL {_safe(url)} ({type(exc).__name__}); accepted: "
+                          f"dialect[+driver]://user:password@host[:port]/database with a numeric port") from exc
+    if host and "@" in host:
+        raise SearchError(f"the storage URL {_safe(url)} holds a raw '@' in its user name or password (the rest "
+                          f"would be read as the host name); percent-encode it as %40")

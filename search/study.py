@@ -31,7 +31,7 @@ from tinyqml.search.constraints import Constraint, CostModel
 from tinyqml.search.errors import SearchError
 from tinyqml.search.evolution import VIOLATIONS_ATTR
 from tinyqml.search.space import SearchSpace
-from tinyqml.search.storage import DEFAULT_STORAGE, HeartbeatConfig, open_storage, storage_url
+from tinyqml.search.storage import DEFAULT_STORAGE, HeartbeatConfig, open_storage, redact_url, storage_url
 from tinyqml.search.strategies import Evolution, Strategy
 from tinyqml.search.workers import WORKER_ATTR, optimize_until, worker_id
 
@@ -112,9 +112,9 @@ def _check_fingerprint(study: optuna.Study, config: SearchConfig) -> None:
     if stored is None and not study.trials:
         study.set_user_attr(FINGERPRINT_ATTR, config.fingerprint)
     elif stored != config.fingerprint:
-        raise SearchError(f"the study {config.study_name!r} in {config.storage!r} was run with other settings "
-                          f"(fingerprint {stored!r}, now {config.fingerprint!r}); rerun with the same settings to "
-                          f"continue it, or give another study name")
+        raise SearchError(f"the study {config.study_name!r} in {redact_url(config.storage)!r} was run with other "
+                          f"settings (fingerprint {stored!r}, now {config.fingerprint!r}); rerun with the same settings "
+                          f"to continue it, or give another study name")
 
 
 def run_search(objective: Objective, space: SearchSpace, config: SearchConfig,

@@ -128,8 +128,13 @@ def worker_id() -> str:
 
 
 def worker_seed(seed: int | None, index: int) -> int | None:
-    """The sampler seed of worker ``index`` (distinct per worker, reproducible from ``seed``)."""
-    return None if seed is None else seed * 1009 + index
+    """The sampler seed of worker ``index`` (distinct per worker, reproducible from ``seed``, below 2**32 as
+    numpy's samplers need).
+
+    >>> worker_seed(7, 2), worker_seed(2**32 - 1, 0) < 2**32, worker_seed(None, 3)
+    (7065, True, None)
+    """
+    return None if seed is None else (seed * 1009 + index) % 2**32
 
 
 @contextlib.contextmanager

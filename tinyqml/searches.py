@@ -53,7 +53,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 import torch
@@ -63,7 +62,7 @@ from tinyqml.classical.arch import SupernetConfig
 from tinyqml.classical.data import DigitsConfig
 from tinyqml.search.artifacts import ArtifactError, shared_artifact
 from tinyqml.search.errors import SearchError
-from tinyqml.search.storage import DEFAULT_STORAGE, open_storage, storage_url
+from tinyqml.search.storage import DEFAULT_STORAGE, open_storage, redact_url, storage_url
 from tinyqml.search.workers import count_states, run_workers, worker_seed
 
 __all__ = [
@@ -523,12 +522,8 @@ def default_artifacts_dir(storage: str, study: str) -> Path:
 
 
 def _redacted(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    """``url`` with its password replaced by ``***`` (:func:`~tinyqml.search.storage.redact_url`)."""
+    return redact_url(url)
 
 
 def _shared_url(storage: str | None) -> str:

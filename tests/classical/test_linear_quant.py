@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinyqml.classical.errors import CalibrationError, CompressionError
 from tinyqml.classical.linear_quant import (
@@ -81,3 +83,96 @@ def test_fake_quantize_matches_quantize_dequantize_and_ste():
     y.sum().backward()
     inside = (x.detach() >= -1.0 - 1e-6) & (x.detach() <= 2.0 + 1e-6)
     assert torch.equal(x.grad, inside.double())
+
+
+# ------------------------------------------------------------- properties (hypothesis)
+
+F32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+#: range ends: ordinary, tiny (down to float32 subnormals) and huge float32 magnitudes
+ENDS = st.one_of(st.floats(-10.0, 10.0, width=32), F32, st.sampled_from([0.0, 1e-45, -1e-44, 1e-40, 3e38, -3.4e38]))
+EPS32 = 2.0 ** -23
+
+
+@st.composite
+def specs(draw) -> QuantSpec:
+    return QuantSpec(bits=draw(st.integers(2, 8)), symmetric=draw(st.booleans()), per_channel=draw(st.booleans()),
+                     axis=draw(st.sampled_from([0, 1, -1])), narrow=draw(st.booleans()))
+
+
+@st.composite
+def quant_cases(draw):
+    """A spec, a float32 tensor ``[3, 4]`` and parameters from ``params_for`` or from a random range."""
+    spec = draw(specs())
+    channels = 3 if spec.axis == 0 else 4
+    if draw(st.booleans()):
+        lo = [draw(ENDS) for _ in range(channels if spec.per_channel else 1)]
+        hi = [draw(ENDS) for _ in lo]
+        lo, hi = [min(a, b) for a, b in zip(lo, hi)], [max(a, b) for a, b in zip(lo, hi)]
+        shape = () if not spec.per_channel else (channels,)
+        qp = params_from_range(torch.tensor(lo).reshape(shape), torch.tensor(hi).reshape(shape), spec)
+    else:
+        lo = hi = None
+    x = torch.tensor(draw(st.lists(st.lists(st.one_of(ENDS, F32), min_size=4, max_size=4), min_size=3, max_size=3)),
+                     dtype=torch.float32)
+    if lo is None:
+        qp = params_for(x, spec)
+    return spec, qp, x
+
+
+def _bounds(qp, x):
+    scale, zero = qp._view(x)
+    s = scale.to(torch.float64).expand_as(x)
+    z = zero.to(torch.float64).expand_as(x)
+    return s, (qp.spec.qmin - z) * s, (qp.spec.qmax - z) * s  # step, lowest and highest representable value
+
+
+@settings(derandomize=True, deadline=None, max_examples=400)
+@given(quant_cases())
+def test_quantize_dequantize_error_is_at_most_half_a_step(case) -> None:
+    """Inside the representable range |dequantize(quantize(x)) - x| <= scale / 2 (+ float32 rounding);
+    outside it the codes saturate at qmin / qmax; 0 is exact; scales are positive normal float32."""
+    spec, qp, x = case
+    s, low, high = _bounds(qp, x)
+    assert qp.scale.dtype == torch.float32 and torch.isfinite(qp.scale).all()
+    assert (qp.scale.double() >= float(torch.finfo(torch.float32).tiny)).all(), f"scale {qp.scale} not normal"
+    assert ((qp.zero_point >= spec.qmin) & (qp.zero_point <= spec.qmax)).all()
+    if spec.symmetric:
+        assert (qp.zero_point == 0).all()
+    q = quantize(x, qp)
+    assert q.dtype == torch.int64 and (q >= spec.qmin).all() and (q <= spec.qmax).all()
+    back = dequantize(q, qp)
+    assert torch.isfinite(back).all()
+    xd = x.double()
+    err = (back.double() - xd).abs()
+    inside = (xd >= low) & (xd <= high)
+    bound = s / 2 + EPS32 * (xd.abs() + s)
+    assert (err[inside] <= bound[inside]).all(), f"error {err[inside].max()} > half a step"
+    assert (q[xd > high + s / 2] == spec.qmax).all() and (q[xd < low - s / 2] == spec.qmin).all()
+    assert (q[xd >= high] == spec.qmax).all() and (q[xd <= low] == spec.qmin).all()
+    zero = torch.zeros_like(x)
+    assert torch.equal(dequantize(quantize(zero, qp), qp), zero)
+
+
+@settings(derandomize=True, deadline=None, max_examples=300)
+@given(specs(), ENDS, ENDS, st.lists(st.floats(0.0, 1.0), min_size=1, max_size=16))
+def test_params_from_range_cover_the_range(spec, a, b, where) -> None:
+    """Every x in [lo, hi] (widened to include 0) dequantizes within half a step (+ float32 rounding)."""
+    lo, hi = min(a, b, 0.0), max(a, b, 0.0)
+    qp = params_from_range(torch.tensor(lo), torch.tensor(hi), spec)
+    s = float(qp.scale)
+    x = torch.tensor([lo + t * (hi - lo) for t in where] + [lo, hi], dtype=torch.float64).clamp(lo, hi)
+    x = x.to(torch.float32).double().clamp(lo, hi)
+    err = (dequantize(quantize(x, qp), qp).double() - x).abs()
+    assert (err <= s / 2 + EPS32 * (x.abs() + s)).all(), f"range [{lo}, {hi}]: error {err.max()} > {s / 2}"
+
+
+def test_tiny_ranges_keep_a_usable_scale() -> None:
+    """Counterexamples of the properties: a range so small that its float32 scale underflowed to 0
+    gave a zero point of INT64_MIN and NaN codes; subnormal scales lost the range's top."""
+    for hi in (1e-44, 1e-40, 1e-38):
+        for spec in (INT8_ACTIVATION, QuantSpec(symmetric=True, narrow=True), QuantSpec(bits=2)):
+            qp = params_from_range(torch.tensor(0.0), torch.tensor(hi), spec)
+            assert float(qp.scale) >= float(torch.finfo(torch.float32).tiny)
+            assert spec.qmin <= int(qp.zero_point) <= spec.qmax
+            x = torch.tensor([0.0, hi])
+            assert (dequantize(quantize(x, qp), qp) - x).abs().max() <= float(qp.scale) / 2

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinyqml.noise import channels as C
+from tinyqml.noise import specs as S
 from tinyqml.noise.errors import NoiseParameterError, NotCPTPError
 from tinyqml.qml.errors import ShapeError, TinyQMLError, WireError
 
@@ -468,3 +472,191 @@ def test_average_gate_fidelity_of_depolarizing(p):
 ], ids=lambda v: v.name if isinstance(v, C.Channel) else str(v))
 def test_is_unitary_mixture(ch, expected):
     assert ch.is_unitary_mixture is expected
+
+
+# ------------------------------------------------------------- properties (hypothesis)
+
+PROB = st.floats(0.0, 1.0)
+#: numbers that are not a probability: below 0, above 1, NaN, +-inf
+NOT_PROB = st.one_of(st.floats(max_value=-1e-9), st.floats(min_value=1 + 1e-9), st.just(math.nan),
+                     st.just(math.inf), st.just(-math.inf))
+
+
+def _isometry(seed: int, k: int, r: int) -> list[np.ndarray]:
+    d = 2 ** k
+    rng = np.random.default_rng(seed)
+    v, _ = np.linalg.qr(rng.normal(size=(r * d, d)) + 1j * rng.normal(size=(r * d, d)))
+    return [v[i * d:(i + 1) * d] for i in range(r)]
+
+
+def _rho(seed: int, k: int) -> np.ndarray:
+    d = 2 ** k
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(d, d)) + 1j * rng.normal(size=(d, d))
+    rho = a @ a.conj().T
+    return rho / np.trace(rho)
+
+
+def _act(ch: C.Channel, rho: np.ndarray) -> np.ndarray:
+    return sum(k @ rho @ k.conj().T for k in (op.numpy() for op in ch.kraus))
+
+
+def _paulis(k: int) -> dict[str, np.ndarray]:
+    one = {"I": np.eye(2), "X": np.array([[0, 1], [1, 0]]), "Y": np.array([[0, -1j], [1j, 0]]),
+           "Z": np.diag([1.0, -1.0])}
+    out = {}
+    for label in itertools.product("IXYZ", repeat=k):
+        m = np.ones((1, 1))
+        for letter in label:
+            m = np.kron(m, one[letter])
+        out["".join(label)] = m
+    return out
+
+
+@st.composite
+def thermal_params(draw):
+    t1 = draw(st.one_of(st.floats(1e-9, 1e6), st.just(math.inf)))
+    t2 = (2 * t1 * draw(st.floats(1e-6, 1.0))) if math.isfinite(t1) else draw(st.one_of(st.floats(1e-9, 1e6),
+                                                                                        st.just(math.inf)))
+    return t1, t2, draw(st.floats(0.0, 1e4)), draw(PROB)
+
+
+@st.composite
+def channels_with_action(draw):
+    """A channel from a random constructor with random valid parameters, and its documented action
+    ``rho -> E(rho)`` restated independently of the Kraus matrices (``None`` where there is none)."""
+    kind = draw(st.sampled_from(["depolarizing", "bit_flip", "phase_flip", "pauli", "amplitude_damping",
+                                 "phase_damping", "thermal", "kraus", "tensor", "compose", "twirl"]))
+    if kind == "depolarizing":
+        k = draw(st.integers(1, 2))
+        p = draw(st.floats(0.0, 4**k / (4**k - 1)))
+        return C.depolarizing(p, k), lambda r: (1 - p) * r + p * np.trace(r) * np.eye(2**k) / 2**k
+    if kind in ("bit_flip", "phase_flip"):
+        p = draw(PROB)
+        m = np.array([[0, 1], [1, 0]]) if kind == "bit_flip" else np.diag([1.0, -1.0])
+        return getattr(C, kind)(p), lambda r: (1 - p) * r + p * m @ r @ m
+    if kind == "pauli":
+        k = draw(st.integers(1, 3))
+        labels = draw(st.lists(st.text("IXYZ", min_size=k, max_size=k), min_size=1, max_size=5, unique=True))
+        raw = [draw(PROB) for _ in labels]
+        probs = {label: v / max(1.0, sum(raw)) for label, v in zip(labels, raw)}
+        ps = _paulis(k)
+        rest = 1 - sum(probs.values())
+        return C.pauli(probs), lambda r: max(rest, 0.0) * r + sum(v * ps[lb] @ r @ ps[lb] for lb, v in probs.items())
+    if kind == "amplitude_damping":
+        g = draw(PROB)
+        return C.amplitude_damping(g), lambda r: np.array(
+            [[r[0, 0] + g * r[1, 1], math.sqrt(1 - g) * r[0, 1]], [math.sqrt(1 - g) * r[1, 0], (1 - g) * r[1, 1]]])
+    if kind == "phase_damping":
+        lam = draw(PROB)
+        return C.phase_damping(lam), lambda r: np.array(
+            [[r[0, 0], math.sqrt(1 - lam) * r[0, 1]], [math.sqrt(1 - lam) * r[1, 0], r[1, 1]]])
+    if kind == "thermal":
+        t1, t2, time, pop = draw(thermal_params())
+        reset = 0.0 if math.isinf(t1) else 1 - math.exp(-time / t1)
+        coh = 1.0 if math.isinf(t2) else math.exp(-time / t2)
+
+        def relax(r):  # populations relax towards (1 - pop, pop), coherences decay by exp(-time / t2)
+            p11 = r[1, 1] * (1 - reset) + pop * reset * np.trace(r)
+            return np.array([[np.trace(r) - p11, coh * r[0, 1]], [coh * r[1, 0], p11]])
+
+        return C.thermal_relaxation(t1, t2, time, pop), relax
+    if kind == "kraus":
+        ops = _isometry(draw(st.integers(0, 2**32 - 1)), draw(st.integers(1, 3)), draw(st.integers(1, 5)))
+        return C.kraus(ops), lambda r: sum(m @ r @ m.conj().T for m in ops)
+    parts = [draw(channels_with_action()) for _ in range(2)]
+    if kind == "tensor" and sum(ch.n_wires for ch, _ in parts) <= 3:
+        return C.tensor(*(ch for ch, _ in parts)), None
+    if kind == "compose" and parts[0][0].n_wires == parts[1][0].n_wires:
+        (a, fa), (b, fb) = parts
+        return C.compose(a, b), (lambda r: fb(fa(r))) if fa and fb else None
+    return C.pauli_twirl(parts[0][0]), None
+
+
+@settings(derandomize=True, deadline=None, max_examples=300)
+@given(channels_with_action(), st.integers(0, 2**32 - 1))
+def test_valid_parameters_give_cptp_kraus_operators(case, seed) -> None:
+    """sum_k K^dagger K = I (to 1e-12, recomputed here) and the documented action, for every constructor."""
+    ch, action = case
+    d = 2 ** ch.n_wires
+    ks = [k.numpy() for k in ch.kraus]
+    assert all(k.shape == (d, d) and k.dtype == np.complex128 and np.isfinite(k).all() for k in ks)
+    total = sum(k.conj().T @ k for k in ks)
+    assert np.abs(total - np.eye(d)).max() <= 1e-12, f"{ch.name}: |sum K^dagger K - I| too large"
+    if action is not None:
+        rho = _rho(seed, ch.n_wires)
+        assert np.abs(_act(ch, rho) - action(rho)).max() <= 1e-12, ch.name
+
+
+@st.composite
+def invalid_constructions(draw):
+    """A constructor call with one invalid parameter, and the error (and message fragment) it must raise."""
+    kind = draw(st.sampled_from(["prob", "depolarizing", "pauli_sum", "thermal_t2", "thermal_t1", "thermal_time",
+                                 "thermal_nan", "kraus_scaled", "kraus_nan", "kraus_random", "spec"]))
+    if kind == "prob":
+        name, arg = draw(st.sampled_from([("bit_flip", "p"), ("phase_flip", "p"), ("amplitude_damping", "gamma"),
+                                          ("phase_damping", "lam")]))
+        v = draw(NOT_PROB)
+        return (lambda: getattr(C, name)(v)), NoiseParameterError, arg
+    if kind == "depolarizing":
+        k = draw(st.integers(1, 2))
+        top = 4**k / (4**k - 1)
+        v = draw(st.one_of(st.floats(max_value=-1e-9), st.floats(min_value=top + 1e-9), st.just(math.nan)))
+        return (lambda: C.depolarizing(v, k)), NoiseParameterError, "p must be in"
+    if kind == "pauli_sum":
+        labels = draw(st.lists(st.sampled_from("XYZ"), min_size=2, max_size=3, unique=True))
+        bad = draw(st.one_of(NOT_PROB.map(lambda v: ("one", v)), st.floats(1 + 1e-6, 3).map(lambda v: ("sum", v))))
+        if bad[0] == "one":
+            probs = {labels[0]: bad[1], **{lb: 0.1 for lb in labels[1:]}}
+            return (lambda: C.pauli(probs)), NoiseParameterError, "must be in [0, 1]"
+        probs = {lb: bad[1] / len(labels) for lb in labels}
+        return (lambda: C.pauli(probs)), NoiseParameterError, "sum to"
+    if kind.startswith("thermal"):
+        t1, t2, time, pop = draw(thermal_params())
+        if kind == "thermal_t2":
+            t1 = draw(st.floats(1e-9, 1e6))
+            t2 = 2 * t1 * draw(st.floats(1 + 1e-9, 1e3))
+            return (lambda: C.thermal_relaxation(t1, t2, time, pop)), NoiseParameterError, "t2 must be <= 2 * t1"
+        if kind == "thermal_t1":
+            t1 = draw(st.one_of(st.floats(max_value=0.0), st.just(-math.inf)))
+            return (lambda: C.thermal_relaxation(t1, t2, time, pop)), NoiseParameterError, "t1 must be > 0"
+        if kind == "thermal_time":
+            time = draw(st.one_of(st.floats(max_value=-1e-300), st.just(math.inf)))
+            return (lambda: C.thermal_relaxation(t1, t2, time, pop)), NoiseParameterError, "time must be"
+        args = [t1, t2, time, pop]
+        args[draw(st.integers(0, 3))] = math.nan
+        return (lambda: C.thermal_relaxation(*args)), NoiseParameterError, "NaN" if args[3] == args[3] else "in [0, 1]"
+    k, r = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    ops = _isometry(draw(st.integers(0, 2**32 - 1)), k, r)
+    if kind == "kraus_scaled":  # sum K^dagger K = c^2 I with c^2 clearly off 1
+        c = draw(st.one_of(st.floats(0.0, 1 - 1e-9), st.floats(1 + 1e-9, 1e3)))
+        return (lambda: C.kraus([c * m for m in ops])), NotCPTPError, "not trace preserving"
+    if kind == "kraus_nan":
+        i, row, col = draw(st.integers(0, r - 1)), draw(st.integers(0, 2**k - 1)), draw(st.integers(0, 2**k - 1))
+        ops[i] = ops[i].copy()
+        ops[i][row, col] = draw(st.sampled_from([complex(math.nan, 0), complex(0, math.inf), complex(-math.inf, 1)]))
+        return (lambda: C.kraus(ops)), NotCPTPError, "NaN or infinite"
+    if kind == "kraus_random":  # arbitrary matrices are almost never trace preserving
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        mats = [rng.normal(size=(2**k, 2**k)) + 1j * rng.normal(size=(2**k, 2**k)) for _ in range(r)]
+        return (lambda: C.kraus(mats)), NotCPTPError, "not trace preserving"
+    # the error specs of a noise model refuse the same parameters when their channel is built
+    v = draw(NOT_PROB)
+    spec = draw(st.sampled_from([S.BitFlip(v), S.PhaseFlip(v), S.AmplitudeDamping(v), S.PhaseDamping(v),
+                                 S.Depolarizing(v if v == v and v < 0 else 2.0), S.PauliError((("X", v),)),
+                                 S.ThermalRelaxation(1.0, 3.0, 1.0),
+                                 S.KrausError(tuple(tuple(tuple(complex(z) for z in row) for row in 2 * m)
+                                                    for m in ops))]))
+    err = NotCPTPError if isinstance(spec, S.KrausError) else NoiseParameterError
+    return spec.channel, err, ""
+
+
+@settings(derandomize=True, deadline=None, max_examples=300)
+@given(invalid_constructions())
+def test_invalid_parameters_raise_the_named_errors(case) -> None:
+    make, err, fragment = case
+    with pytest.raises(err) as info:
+        make()
+    msg = str(info.value)
+    assert type(info.value) is err and isinstance(info.value, TinyQMLError)
+    assert fragment in msg and ("accepted" in msg or "must be" in msg or "NaN or infinite" in msg), msg

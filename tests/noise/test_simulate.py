@@ -24,6 +24,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 import tinyqml.qml as tq
 from tinyqml.noise import channels as C
@@ -630,6 +632,138 @@ def test_channel_on_a_missing_wire_is_refused_before_simulation():
     c = tq.CircuitBuilder(2).h(0).build()
     with pytest.raises(WireError, match="the circuit has 2 wires"):
         density_matrix(NoisyCircuit(c, (0, ChannelOp(C.bit_flip(0.1), (2,)))))
+
+
+# --------------------------------------------------------------------------- properties (hypothesis)
+
+PROB = st.floats(0.0, 1.0)
+H_SMALL = st.floats(-3.0, 3.0)
+H_ANGLES = st.one_of(st.floats(-2 * math.pi, 2 * math.pi), st.floats(-1e6, 1e6),
+                     st.sampled_from([0.0, math.pi, 4 * math.pi, 1e12]))
+
+
+def _h_unitary(seed: int, d: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.normal(size=(d, d)) + 1j * rng.normal(size=(d, d)))
+    return q * (np.diag(r) / np.abs(np.diag(r)))
+
+
+def _isometry_kraus(seed: int, k: int, r: int) -> tuple:
+    """``r`` Kraus matrices on ``k`` wires cut from a random ``[r d, d]`` isometry: sum K^dagger K = I."""
+    d = 2 ** k
+    rng = np.random.default_rng(seed)
+    v, _ = np.linalg.qr(rng.normal(size=(r * d, d)) + 1j * rng.normal(size=(r * d, d)))
+    return tuple(tuple(tuple(complex(z) for z in row) for row in v[i * d:(i + 1) * d]) for i in range(r))
+
+
+@st.composite
+def thermal_params(draw):
+    t1 = draw(st.one_of(st.floats(1e-9, 1e3), st.just(math.inf)))
+    t2 = 2 * t1 * draw(st.floats(1e-6, 1.0)) if math.isfinite(t1) else draw(st.one_of(st.floats(1e-9, 1e3),
+                                                                                      st.just(math.inf)))
+    return t1, t2, draw(st.floats(0.0, 1e4)), draw(PROB)
+
+
+@st.composite
+def pauli_probs(draw, k: int) -> tuple:
+    labels = draw(st.lists(st.text("IXYZ", min_size=k, max_size=k), min_size=1, max_size=4, unique=True))
+    raw = [draw(PROB) for _ in labels]
+    total = max(1.0, sum(raw))
+    return tuple((label, v / total) for label, v in zip(labels, raw))
+
+
+@st.composite
+def error_specs(draw, k: int) -> S.ErrorSpec:
+    """An error of every kind on ``k`` wires (readout excluded), with random valid parameters."""
+    kinds = ["pauli", "kraus"] + (["depolarizing", "device"] if k <= 2 else []) + (
+        ["bit_flip", "phase_flip", "amplitude_damping", "phase_damping", "thermal"] if k == 1 else [])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "depolarizing":
+        return S.Depolarizing(draw(st.floats(0.0, 4**k / (4**k - 1))), k)
+    if kind == "bit_flip":
+        return S.BitFlip(draw(PROB))
+    if kind == "phase_flip":
+        return S.PhaseFlip(draw(PROB))
+    if kind == "amplitude_damping":
+        return S.AmplitudeDamping(draw(PROB))
+    if kind == "phase_damping":
+        return S.PhaseDamping(draw(PROB))
+    if kind == "thermal":
+        return S.ThermalRelaxation(*draw(thermal_params()))
+    if kind == "pauli":
+        return S.PauliError(draw(pauli_probs(k)))
+    if kind == "kraus":
+        return S.KrausError(_isometry_kraus(draw(st.integers(0, 2**32 - 1)), k, draw(st.integers(1, 4))))
+    t1 = tuple(draw(st.floats(1e-6, 1e-3)) for _ in range(k))
+    t2 = tuple(2 * a * draw(st.floats(0.01, 1.0)) for a in t1)
+    return S.DeviceGateError(error=draw(st.one_of(st.none(), st.floats(0.0, 0.5))),
+                             duration=draw(st.one_of(st.none(), st.floats(0.0, 1e-6))), t1=t1, t2=t2,
+                             excited_population=tuple(draw(st.floats(0.0, 0.2)) for _ in range(k)))
+
+
+@st.composite
+def noisy_cases(draw):
+    """A random circuit (every gate, 1..4 wires, all parameter kinds), a noise model with a random
+    rule (all-qubit or local) on some of its gates, and extra channels between the gates."""
+    n = draw(st.integers(1, 4))
+    names = [g for g in ALL_GATES if (tq.GATES[g].num_wires or tq.GATES[g].min_wires) <= n]
+    b = tq.CircuitBuilder(n)
+    for _ in range(draw(st.integers(0, 8))):
+        name = draw(st.sampled_from(names))
+        g = tq.GATES[name]
+        k = g.num_wires or draw(st.integers(g.min_wires, min(n, 3)))
+        wires = draw(st.permutations(range(n)))[:k]
+        ps = [draw(st.one_of(H_ANGLES.map(tq.const), st.integers(0, 2).map(tq.weight),
+                             st.integers(0, 1).map(lambda i: tq.feature(i, scale=2.0)),
+                             st.just(tq.feature([0, 1], shift=0.5))))
+              for _ in range(g.num_params)]
+        matrix = _h_unitary(draw(st.integers(0, 2**32 - 1)), 2**k) if g is tq.GATES["QubitUnitary"] else None
+        b.append(name, wires, *ps, matrix=matrix)
+    c = b.build()
+    nm = NoiseModel()
+    for op in c.ops:
+        if draw(st.booleans()):
+            k = len(op.wires)
+            every = bool(op.gate.num_wires) and draw(st.booleans())
+            nm = nm.add(op.name, draw(error_specs(k)), None if every else op.wires)
+    noisy = nm.apply(c)
+    steps = list(noisy.steps)
+    for _ in range(draw(st.integers(0, 3))):
+        k = draw(st.integers(1, min(n, 2)))
+        wires = tuple(draw(st.permutations(range(n)))[:k])
+        steps.insert(draw(st.integers(0, len(steps))), ChannelOp(draw(error_specs(k)).channel(), wires))
+    w = torch.tensor([draw(H_SMALL) for _ in range(c.n_weights)], dtype=torch.float64)
+    rows = draw(st.integers(1, 3))
+    x = (torch.tensor([[draw(H_SMALL) for _ in range(c.n_inputs)] for _ in range(rows)], dtype=torch.float64)
+         if c.n_inputs else None)
+    return c, nm, NoisyCircuit(c, tuple(steps)), w if c.n_weights else None, x
+
+
+def _check_density_matrices(rho: torch.Tensor, tol: float) -> None:
+    d = rho.shape[-1]
+    assert torch.isfinite(torch.view_as_real(rho)).all()
+    herm = float((rho - rho.conj().transpose(-1, -2)).abs().max())
+    assert herm <= tol, f"not Hermitian: max |rho - rho^dagger| = {herm:.3g}"
+    trace = rho.diagonal(dim1=-2, dim2=-1).sum(-1)
+    assert float((trace - 1).abs().max()) <= tol, f"trace {trace.tolist()}"
+    evals = torch.linalg.eigvalsh((rho + rho.conj().transpose(-1, -2)) / 2)
+    assert float(evals.min()) >= -tol, f"not positive semidefinite: smallest eigenvalue {float(evals.min()):.3g}"
+    assert float(evals.max()) <= 1 + tol and rho.shape[-2:] == (d, d)
+
+
+@settings(derandomize=True, deadline=None, max_examples=150)
+@given(noisy_cases())
+def test_density_matrices_stay_physical_under_every_channel(case) -> None:
+    """Hermitian, trace 1 and eigenvalues >= -1e-10 for random circuits, noise models and channels."""
+    c, nm, noisy, w, x = case
+    for s in noisy.steps:  # shown by --hypothesis-show-statistics: which error kinds were drawn
+        if isinstance(s, ChannelOp):
+            event(s.channel.name.split("(")[0])
+    rho = density_matrix(c, nm, w, x)
+    _check_density_matrices(rho, 1e-10)
+    _check_density_matrices(density_matrix(noisy, None, w, x), 1e-10)
+    if x is not None and any(p.kind == "feature" for op in c.ops for p in op.params):
+        assert rho.shape[0] == x.shape[0]
 
 
 def test_report_deviations():

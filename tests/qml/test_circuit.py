@@ -10,6 +10,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinyqml.qml as tq
 from tinyqml.qml import gates as G
@@ -339,3 +341,150 @@ def test_json_semantic_errors_use_the_named_errors() -> None:
 def test_circuit_rejects_non_ops() -> None:
     with pytest.raises(tq.CircuitFormatError, match="must be Op, got tuple"):
         tq.Circuit(1, (("H", (0,)),))
+
+
+# --------------------------------------------------------------------------- properties (hypothesis)
+
+#: angles and parameter values: ordinary, large, and the extremes of float64 (-0.0 too)
+ANGLES = st.one_of(
+    st.floats(-2 * math.pi, 2 * math.pi),
+    st.floats(-1e6, 1e6),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, -0.0, math.pi, -math.pi, 2 * math.pi, 4 * math.pi, 1e15, 1e300, 5e-324]),
+)
+#: angles for the inverse property, where every gate's matrix is evaluated at a large angle: up to 1e8
+MODERATE = st.one_of(st.floats(-2 * math.pi, 2 * math.pi), st.floats(-1e8, 1e8), st.sampled_from([0.0, math.pi]))
+SMALL = st.floats(-3.0, 3.0)
+
+
+def _seeded_unitary(seed: int, d: int) -> np.ndarray:
+    return _unitary(np.random.default_rng(seed), d)
+
+
+@st.composite
+def params(draw, angles=ANGLES) -> Param:
+    """A parameter reference of any kind; numbers sometimes arrive as numpy scalars."""
+    num = draw(st.sampled_from([float, np.float64, np.float32]))
+    integer = draw(st.sampled_from([int, np.int64]))
+    kind = draw(st.sampled_from(["const", "scaled_const", "weight", "feature", "product"]))
+    if kind == "const":
+        return tq.const(draw(angles))
+    if kind == "scaled_const":
+        v = draw(angles) if num is not np.float32 else draw(SMALL)
+        return Param("const", value=num(v), scale=num(draw(SMALL)), offset=num(draw(SMALL)))
+    if kind == "weight":
+        return Param("weight", index=(integer(draw(st.integers(0, 3))),), scale=draw(st.one_of(SMALL, angles)),
+                     offset=draw(angles))
+    k = 1 if kind == "feature" else 2
+    idx = tuple(integer(i) for i in draw(st.lists(st.integers(0, 2), min_size=k, max_size=k)))
+    return Param("feature", index=idx, scale=draw(st.one_of(SMALL, angles)), offset=draw(angles),
+                 feature_shift=draw(SMALL))
+
+
+@st.composite
+def circuits(draw, max_wires: int = 5, max_ops: int = 10, angles=ANGLES) -> tq.Circuit:
+    """A random circuit over every gate of the registry that fits on its wires."""
+    n = draw(st.integers(1, max_wires))
+    names = [g for g in ALL_GATES if (G.GATES[g].num_wires or G.GATES[g].min_wires) <= n]
+    b = tq.CircuitBuilder(draw(st.sampled_from([int, np.int64]))(n))
+    for _ in range(draw(st.integers(0, max_ops))):
+        name = draw(st.sampled_from(names))
+        g = G.GATES[name]
+        k = g.num_wires or draw(st.integers(g.min_wires, n))
+        wires = draw(st.permutations(range(n)))[:k]
+        ps = [draw(params(angles)) for _ in range(g.num_params)]
+        matrix = _seeded_unitary(draw(st.integers(0, 2**32 - 1)), 2**k) if g is G.QubitUnitary else None
+        b.append(name, wires, *ps, matrix=matrix)
+    return b.build()
+
+
+@st.composite
+def values(draw, c: tq.Circuit, rows: int | None = None):
+    """Weights ``[n_weights]`` and inputs ``[rows, n_inputs]`` (``None`` without features), all in [-3, 3]."""
+    w = torch.tensor(draw(st.lists(SMALL, min_size=c.n_weights, max_size=c.n_weights)), dtype=torch.float64)
+    if not c.n_inputs:
+        return w, None
+    rows = rows or draw(st.integers(1, 3))
+    x = draw(st.lists(st.lists(SMALL, min_size=c.n_inputs, max_size=c.n_inputs), min_size=rows, max_size=rows))
+    return w, torch.tensor(x, dtype=torch.float64)
+
+
+def _angle_sum(c: tq.Circuit, w: torch.Tensor, x: torch.Tensor | None) -> float:
+    """An upper bound of sum |angle| over the circuit's parameter slots (for rounding tolerances)."""
+    xs = float(x.abs().max()) if x is not None and x.numel() else 0.0
+    ws = float(w.abs().max()) if w.numel() else 0.0
+    total = 0.0
+    for op in c.ops:
+        for p in op.params:
+            base = {"const": abs(p.value), "weight": ws}.get(p.kind, (xs + abs(p.feature_shift)) ** len(p.index))
+            total += abs(p.scale) * base + abs(p.offset)
+    return total
+
+
+@settings(derandomize=True, deadline=None, max_examples=150)
+@given(st.data())
+def test_circuit_then_inverse_is_identity_on_random_states(data) -> None:
+    """(prep + C + C^-1)|0> = prep|0> and (prep + C^-1 + C)|0> = prep|0> for random circuits over every gate,
+    with weights and batched features left symbolic in the inverse (no global phase either)."""
+    c = data.draw(circuits(angles=MODERATE))
+    n = c.n_wires
+    prep = tq.CircuitBuilder(n).unitary(list(range(n)), _seeded_unitary(data.draw(st.integers(0, 2**32 - 1)), 2**n))
+    prep = prep.build()
+    w, x = data.draw(values(c))
+    inv = c.inverse()
+    assert len(inv) == len(c) and inv.n_wires == n
+    assert [op.wires for op in inv.ops] == [op.wires for op in reversed(c.ops)]
+    assert inv.n_weights == c.n_weights and inv.n_inputs == c.n_inputs  # the same references
+    target = tq.statevector(prep)
+    tol = 1e-10 + 1e-15 * _angle_sum(c, w, x)
+    for circuit in (prep + c + inv, prep + inv + c):
+        psi = tq.statevector(circuit, w if c.n_weights else None, x)
+        assert (psi - target).abs().max() <= tol, f"{c.to_json()}"
+    # and the inverse of the inverse acts as the circuit
+    if c.ops:
+        a = tq.statevector(prep + c, w if c.n_weights else None, x)
+        b = tq.statevector(prep + inv.inverse(), w if c.n_weights else None, x)
+        assert (a - b).abs().max() <= tol
+
+
+def _basis_unitary(c: tq.Circuit, w: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+    """C applied to every basis state, in one batch: wire q of row k starts as RX(pi * bit_q(k))|0>."""
+    n, ni = c.n_wires, c.n_inputs
+    b = tq.CircuitBuilder(n)
+    for q in range(n):
+        b.rx(q, tq.feature(ni + q, scale=math.pi))
+    bits = torch.tensor([[(k >> (n - 1 - q)) & 1 for q in range(n)] for k in range(2**n)], dtype=torch.float64)
+    row = torch.zeros(1, ni, dtype=torch.float64) if x is None else x[:1]
+    inputs = torch.cat([row.expand(2**n, -1), bits], 1)
+    return tq.statevector(b.build() + c, w if c.n_weights else None, inputs)
+
+
+@settings(derandomize=True, deadline=None, max_examples=150)
+@given(st.data())
+def test_json_round_trip_preserves_circuit_and_unitary(data) -> None:
+    c = data.draw(circuits())
+    text = c.to_json()
+    back = tq.Circuit.from_json(text)
+    assert back == c and hash(back) == hash(c)
+    assert back.to_json() == text and back.fingerprint() == c.fingerprint()
+    assert type(back.n_wires) is int and all(type(i) is int for op in back.ops for p in op.params for i in p.index)
+    w, x = data.draw(values(c, rows=1))
+    try:
+        u = _basis_unitary(c, w, x)
+    except tq.NonFiniteError:  # scale * value of a huge constant overflows float64: refused both times
+        with pytest.raises(tq.NonFiniteError):
+            _basis_unitary(back, w, x)
+        return
+    assert torch.equal(_basis_unitary(back, w, x), u)
+    assert ((u.abs() ** 2).sum(-1) - 1).abs().max() < 1e-10
+
+
+def test_numpy_numbers_serialize() -> None:
+    """Counterexamples of the round-trip property: numpy wire counts, indices and values made
+    valid circuits whose to_json() raised TypeError."""
+    c = (tq.CircuitBuilder(np.int64(2)).rx(0, Param("weight", index=(np.int64(1),)))
+         .ry(1, Param("const", value=np.float32(0.5), scale=np.float64(2.0))).build())
+    back = tq.Circuit.from_json(c.to_json())
+    assert back == c and back.n_wires == 2 and type(back.n_wires) is int
+    assert back.ops[0].params[0].index == (1,) and back.ops[1].params[0].value == 0.5
+    assert len(c.fingerprint()) == 64

@@ -13,7 +13,7 @@ import shlex
 import shutil
 import sys
 
-from tinyqml.commands.common import error, seed
+from tinyqml.commands.common import error, quiet_logging, seed
 
 __all__ = ["register", "demo_config", "reproduce_command"]
 
@@ -109,15 +109,6 @@ class _Bars:
             self.bar = None
 
 
-def _quiet() -> None:
-    import logging
-
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("tinyqml").setLevel(logging.WARNING)
-
-
 def _run_demo(args: argparse.Namespace) -> int:
     from tinyqml.classical.errors import CompressionError
     from tinyqml.demo import run_demo
@@ -125,7 +116,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from tinyqml.qml.errors import TinyQMLError
     from tinyqml.search import SearchError
 
-    _quiet()
+    quiet_logging()
     config = demo_config(args)
     bars = _Bars(enabled=not args.no_progress and sys.stderr.isatty())
     command = reproduce_command(args)

@@ -303,7 +303,7 @@ def _evaluate(models: dict[str, Any], x: torch.Tensor, y: torch.Tensor, nm: Any,
         aer = {}
         for j, scale in enumerate(config.scales):
             aer[scale] = aer_accuracy(mapped, layer.weights, x, y, nm.scaled(scale), 4, shots=config.shots,
-                                      seed=1000 * config.seed + 10 * k + j)
+                                      seed=(1000 * config.seed + 10 * k + j) % 2**32)
             stage.advance()
         rows.append(QuantumRow(name, clean, aer, mapped.params, mapped.gates, mapped.two_qubit, mapped.depth))
     return tuple(rows)
