@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tinyqml.commands.common import MAX_SEED, error, positive_int, quiet_logging, seed
+from tinyqml.commands.common import error, positive_int, quiet_logging, seed
 
 __all__ = ["register", "SEARCH_STORAGE"]
 
@@ -67,24 +67,6 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.set_defaults(func=_run_search)
 
 
-def _seed_problem(seed: int, workers: int) -> str | None:
-    """Why ``--seed seed`` cannot run ``workers`` workers (a worker's sampler seed past :data:`MAX_SEED`, the
-    limit of numpy's ``RandomState`` that optuna's samplers use), or None."""
-    from tinyqml.search.workers import worker_seed
-
-    def fits(s: int) -> bool:
-        return all(0 <= (worker_seed(s, i) or 0) <= MAX_SEED for i in range(workers))
-
-    if fits(seed):
-        return None
-    lo, hi = 0, seed  # the largest seed that fits, by bisection (fits(0) holds)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-    return (f"--seed {seed} gives a worker the sampler seed {worker_seed(seed, workers - 1)}, past the largest one "
-            f"optuna's samplers take ({MAX_SEED}); use a --seed of at most {lo}")
-
-
 def _run_search(args: argparse.Namespace) -> int:
     import signal
 
@@ -96,9 +78,6 @@ def _run_search(args: argparse.Namespace) -> int:
     from tinyqml.search.workers import WORKER_ATTR
     from tinyqml.searches import run_builtin_search
 
-    problem = _seed_problem(args.seed, args.workers)
-    if problem:
-        return error(SearchError(problem))
     quiet_logging()
     # Ctrl-C must stop the search even when this process inherited SIGINT ignored (a background job of a
     # non-interactive shell): Python installs its KeyboardInterrupt handler only when SIGINT is not ignored
