@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 import tinyqml.qml as tq
 from tinyqml.qml import gates as G
-from tinyqml.qml.circuit import Param
 from tinyqml.qml.errors import NonFiniteError
 
 ALL_GATES = sorted(G.GATES)
@@ -34,41 +33,24 @@ ANGLES = st.one_of(
 SMALL = st.floats(-3.0, 3.0)
 
 
-def _unitary(seed: int, d: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    q, r = np.linalg.qr(rng.normal(size=(d, d)) + 1j * rng.normal(size=(d, d)))
-    return q * (np.diag(r) / np.abs(np.diag(r)))
+def _circuit_strategies():
+    """tests/qml/test_circuit.py as a module: one circuit strategy (every gate, every parameter kind) for both."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("tinyqml_tests_circuit_strategies",
+                                                  Path(__file__).with_name("test_circuit.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-@st.composite
-def params(draw, angles=ANGLES) -> Param:
-    """A parameter reference of any kind (weights 0..3, features 0..2, products of two features)."""
-    kind = draw(st.sampled_from(["const", "scaled_const", "weight", "feature", "product"]))
-    if kind == "const":
-        return tq.const(draw(angles))
-    if kind == "scaled_const":
-        return Param("const", value=draw(angles), scale=draw(SMALL), offset=draw(SMALL))
-    if kind == "weight":
-        return tq.weight(draw(st.integers(0, 3)), scale=draw(st.one_of(SMALL, angles)), offset=draw(angles))
-    idx = draw(st.integers(0, 2)) if kind == "feature" else draw(st.lists(st.integers(0, 2), min_size=2, max_size=2))
-    return tq.feature(idx, scale=draw(st.one_of(SMALL, angles)), offset=draw(angles), shift=draw(SMALL))
+_STRATEGIES = _circuit_strategies()
 
 
-@st.composite
-def circuits(draw, max_wires: int = 5, max_ops: int = 10, angles=ANGLES) -> tq.Circuit:
-    """A random circuit over every gate of the registry that fits on its wires."""
-    n = draw(st.integers(1, max_wires))
-    names = [g for g in ALL_GATES if (G.GATES[g].num_wires or G.GATES[g].min_wires) <= n]
-    b = tq.CircuitBuilder(n)
-    for _ in range(draw(st.integers(0, max_ops))):
-        name = draw(st.sampled_from(names))
-        g = G.GATES[name]
-        k = g.num_wires or draw(st.integers(g.min_wires, n))
-        wires = draw(st.permutations(range(n)))[:k]
-        ps = [draw(params(angles)) for _ in range(g.num_params)]
-        matrix = _unitary(draw(st.integers(0, 2**32 - 1)), 2**k) if g is G.QubitUnitary else None
-        b.append(name, wires, *ps, matrix=matrix)
-    return b.build()
+def circuits(max_wires: int = 5, max_ops: int = 10, angles=ANGLES):
+    """Random circuits over the whole gate registry, angles drawn from this module's ``ANGLES``."""
+    return _STRATEGIES.circuits(max_wires=max_wires, max_ops=max_ops, angles=angles)
 
 
 @st.composite
@@ -106,8 +88,14 @@ def _check_normalized(c, w, x, dtype, tol, diff_method):
     # the weights and inputs that parameters read are cast to the real dtype before the angles are formed
     used_w = sorted({p.index[0] for op in c.ops for p in op.params if p.kind == "weight"})
     used_x = sorted({i for op in c.ops for p in op.params if p.kind == "feature" for i in p.index})
+    # and a product of features is formed before its scale is applied (inf * 0 is NaN: refused too)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow here is what the check looks for
+        bases = [np.prod([x.numpy()[:, i] + p.feature_shift for i in p.index], axis=0) * np.array([1.0, p.scale])[:, None]
+                 for op in c.ops for p in op.params if p.kind == "feature"]
+    products = [np.abs(b) for b in bases]
     a = np.concatenate([np.abs(angles64(c, w, x)).ravel(), w[used_w].abs().numpy(),
-                        np.zeros(0) if x is None else x[:, used_x].abs().numpy().ravel()])
+                        np.zeros(0) if x is None else x[:, used_x].abs().numpy().ravel()] +
+                       [v.ravel() for v in products])
     big = float(a.max(initial=0.0)) if np.all(np.isfinite(a)) else math.inf
     assume(not 0.5 * limit < big < 2 * limit)  # float32 rounding of the last step decides there
     if big > limit:
