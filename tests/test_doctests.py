@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import pkgutil
 
 import pytest
 
-import tinyqml
+from testkit import OPTIONAL, package_modules
 
 
-#: top-level packages of the optional extras; modules that need them skip when absent
-OPTIONAL = {"pennylane", "qiskit", "qiskit_aer", "qiskit_ibm_runtime", "qiskit_qasm3_import", "openqasm3", "qulacs"}
-
-
-def _modules() -> list[str]:
-    # every module of the import package: the top-level ones (cli, classifier, commands, demo, ...)
-    # and the four areas, whose folders lie elsewhere (package-dir mapping)
-    names = ["tinyqml"] + [m.name for m in pkgutil.walk_packages(tinyqml.__path__, prefix="tinyqml.")]
-    for area in ("qml", "noise", "classical", "search"):
-        pkg = importlib.import_module(f"tinyqml.{area}")
-        names.append(pkg.__name__)
-        names += [m.name for m in pkgutil.walk_packages(pkg.__path__, prefix=pkg.__name__ + ".")]
-    return sorted(set(names))
-
-
-@pytest.mark.parametrize("name", _modules())
+@pytest.mark.parametrize("name", package_modules())
 def test_docstring_examples(name: str) -> None:
     try:
         module = importlib.import_module(name)

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import pickle
-import pkgutil
 import random
 import re
 import subprocess
@@ -33,26 +32,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import tinyqml
+from testkit import OPTIONAL, package_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 #: every folder of Python source in the repository (the four areas, the CLI package, scripts)
 SOURCE_DIRS = ("qml", "noise", "classical", "search", "tinyqml", "benchmarks", "tutorials")
-OPTIONAL = {"pennylane", "qiskit", "qiskit_aer", "qiskit_ibm_runtime", "qiskit_qasm3_import", "openqasm3", "qulacs"}
 
 
 def _source_files() -> list[Path]:
     return sorted(p for d in SOURCE_DIRS for p in (ROOT / d).rglob("*.py"))
-
-
-def _modules() -> list[str]:
-    """Every module of the import package ``tinyqml`` (its own folder and the four areas mapped into it)."""
-    names = ["tinyqml"] + [m.name for m in pkgutil.walk_packages(tinyqml.__path__, prefix="tinyqml.")]
-    for area in ("qml", "noise", "classical", "search"):
-        pkg = importlib.import_module(f"tinyqml.{area}")
-        names.append(pkg.__name__)
-        names += [m.name for m in pkgutil.walk_packages(pkg.__path__, prefix=pkg.__name__ + ".")]
-    return sorted(set(names))
 
 
 # =========================================================================== 1. files
@@ -543,7 +531,7 @@ def test_importing_every_module_opens_no_network_connection() -> None:
         "        failed[name] = repr(exc)\n"
         "print(json.dumps({'attempts': attempts, 'failed': failed}))\n"
     )
-    modules = _modules()
+    modules = package_modules()
     assert len(modules) > 100
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, "-c", script, json.dumps(modules)], capture_output=True, text=True,
@@ -561,7 +549,7 @@ DOC = ROOT / "docs" / "errors.md"
 def _exception_classes() -> dict[str, type]:
     """``module.Class`` of every exception class the packages define (each counted where it is defined)."""
     found: dict[str, type] = {}
-    for name in _modules():
+    for name in package_modules():
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -37,6 +37,7 @@ from tinyqml.classical.tflite_builder import Op, Quant, TensorType, TFLiteBuilde
 from tinyqml.classical.tflite_export import TFLiteOptions, TFLMRunner, to_tflite
 from tinyqml.classical.tflite_reader import UnsupportedOperatorError
 from tinyqml.classical.verify import VerifyModel, cases_to_models, random_samples, verify_models
+from testkit import load_test_module
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -825,20 +826,10 @@ def test_depthwise_without_bias_matches_tflm_with_a_zero_bias(tmp_path: Path) ->
 # are accepted, the generated C built with ASan / UBSan and run; TFLite Micro runs the same mutants in a child
 # process (it may crash on garbage) and its outputs are compared where it accepts them.
 
-def _fuzz_module():
-    """tests/classical/test_tflite_reader.py as a module: one set of mutators for the loader and here."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tinyqml_tests_tflite_reader_fuzz",
-                                                  Path(__file__).with_name("test_tflite_reader.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def fuzz():
-    return _fuzz_module()
+    """tests/classical/test_tflite_reader.py as a module: one set of mutators for the loader and here."""
+    return load_test_module(Path(__file__).with_name("test_tflite_reader.py"), "tinyqml_tests_tflite_reader_fuzz")
 
 
 @pytest.fixture(scope="module")

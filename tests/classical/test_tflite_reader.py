@@ -7,7 +7,6 @@ import contextlib
 import copy
 import random
 import re
-import signal
 import struct
 import sys
 import traceback
@@ -31,6 +30,7 @@ from tinyqml.classical.tflite_reader import (
     check_supported,
     read_tflite,
 )
+from testkit import TimeLimitExceeded, time_limit
 
 
 def _net() -> nn.Module:
@@ -591,23 +591,9 @@ def mutants(seeds: dict[str, bytes], cls: str, n: int, seed: int = 0) -> list[tu
     return out
 
 
-class DeadlineExceeded(BaseException):
-    """A mutant that took longer than its deadline (a BaseException: ``except Exception`` cannot swallow it)."""
-
-
-@contextlib.contextmanager
 def deadline(seconds: float = DEADLINE_S):
-    """Raise :class:`DeadlineExceeded` in the block after ``seconds`` of wall-clock time (SIGALRM)."""
-    def fire(signum, frame):
-        raise DeadlineExceeded(f"still running after {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    """:func:`testkit.time_limit` with this file's limit per mutant."""
+    return time_limit(seconds)
 
 
 _GENERIC = re.compile(r"malformed TFLite model: [A-Za-z]*Error:")
@@ -628,7 +614,7 @@ def probe(label: str, run, failures: list[str]) -> str:
             failures.append(f"{label}: {type(exc).__name__} without a message")
         if _GENERIC.search(message) and not label.startswith(tuple(BYTE_MUTATORS)):
             failures.append(f"{label}: only the reader's generic fallback named it: {message[:200]}")
-    except DeadlineExceeded as exc:
+    except TimeLimitExceeded as exc:
         failures.append(f"{label}: {exc}")
         outcome = "deadline"
     except Exception as exc:  # what the fuzzing looks for: an error that is not tinyqml's

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import re
-import signal
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,6 +22,7 @@ from tinyqml.qml.circuit import Param  # noqa: E402
 from tinyqml.qml.errors import InteropError, ParameterError, QasmError, TinyQMLError  # noqa: E402
 from tinyqml.qml.qasm import from_qasm, qasm_version, to_qasm  # noqa: E402
 from tinyqml.qml.qiskit_convert import ParameterMap  # noqa: E402
+from testkit import TimeLimitExceeded, time_limit  # noqa: E402
 
 TOL = 1e-10
 ALL_GATES = sorted(tq.GATES)
@@ -295,7 +293,7 @@ HOSTILE = {
 def test_hostile_programs_are_refused_quickly(name: str, capfd: pytest.CaptureFixture) -> None:
     text, message = HOSTILE[name]
     start = time.perf_counter()
-    with _deadline(10.0), pytest.raises(QasmError) as info:
+    with time_limit(10.0), pytest.raises(QasmError) as info:
         from_qasm(text)
     assert time.perf_counter() - start < 5.0, name
     assert message in str(info.value)
@@ -345,28 +343,6 @@ def test_included_files_are_never_read(tmp_path, monkeypatch: pytest.MonkeyPatch
 
 # --------------------------------------------------------------------------- fuzzing from_qasm
 
-
-class _Hang(BaseException):
-    """A case ran past its deadline (a BaseException, so that no ``except Exception`` in the reader hides it)."""
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    """Raise :class:`_Hang` in the main thread after ``seconds`` (no limit where SIGALRM is missing)."""
-    if not hasattr(signal, "setitimer"):  # pragma: no cover - Windows
-        yield
-        return
-
-    def alarm(signum, frame):
-        raise _Hang(f"no result within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 SHORT_2 = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\nh q[0];\ncx q[0], q[1];\nrz(pi/4) q[1];\n'
@@ -523,9 +499,9 @@ def _run_fuzz(cases: list[tuple[str, str | bytes]], seed: int) -> tuple[dict[str
     for label, text in cases:
         options = {"decompose": bool(rng.random() < 0.3), "drop_final_measurements": bool(rng.random() < 0.5)}
         try:
-            with _deadline(10.0):
+            with time_limit(10.0):
                 outcomes[_check_case(text, options, rng)] += 1
-        except _Hang as exc:
+        except TimeLimitExceeded as exc:
             failures.append(f"{label}: hang ({exc}) on {text[:300]!r}")
         except Exception as exc:  # noqa: BLE001 - anything but a tinyqml error is a finding
             failures.append(f"{label}: {type(exc).__module__}.{type(exc).__name__}: {str(exc)[:300]} on {text[:300]!r}")

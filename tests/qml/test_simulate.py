@@ -9,6 +9,7 @@ simulation's real dtype, refuses it with :class:`~tinyqml.qml.errors.NonFiniteEr
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 import tinyqml.qml as tq
 from tinyqml.qml import gates as G
 from tinyqml.qml.errors import NonFiniteError
+from testkit import load_test_module
 
 ALL_GATES = sorted(G.GATES)
 F32_MAX = float(np.finfo(np.float32).max)
@@ -33,19 +35,8 @@ ANGLES = st.one_of(
 SMALL = st.floats(-3.0, 3.0)
 
 
-def _circuit_strategies():
-    """tests/qml/test_circuit.py as a module: one circuit strategy (every gate, every parameter kind) for both."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("tinyqml_tests_circuit_strategies",
-                                                  Path(__file__).with_name("test_circuit.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_STRATEGIES = _circuit_strategies()
+#: tests/qml/test_circuit.py as a module: one circuit strategy (every gate, every parameter kind) for both
+_STRATEGIES = load_test_module(Path(__file__).with_name("test_circuit.py"), "tinyqml_tests_circuit_strategies")
 
 
 def circuits(max_wires: int = 5, max_ops: int = 10, angles=ANGLES):
@@ -93,6 +84,10 @@ def _check_normalized(c, w, x, dtype, tol, diff_method):
         bases = [np.prod([x.numpy()[:, i] + p.feature_shift for i in p.index], axis=0) * np.array([1.0, p.scale])[:, None]
                  for op in c.ops for p in op.params if p.kind == "feature"]
     products = [np.abs(b) for b in bases]
+    # a weight's or feature's scale, offset and shift are cast to the real dtype too (a scale past float32's
+    # range is inf, and inf * 0 NaN); a constant's angle is folded in float64 first (it is in angles64)
+    products.append(np.abs([v for op in c.ops for p in op.params if p.kind != "const"
+                            for v in (p.scale, p.offset, p.feature_shift)], dtype=np.float64))
     a = np.concatenate([np.abs(angles64(c, w, x)).ravel(), w[used_w].abs().numpy(),
                         np.zeros(0) if x is None else x[:, used_x].abs().numpy().ravel()] +
                        [v.ravel() for v in products])

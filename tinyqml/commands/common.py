@@ -89,8 +89,7 @@ def _writable(folder: Path) -> None:
         raise OutputError(f"cannot write to the folder {folder}: it is a file")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".tinyqml-probe-"):
-            pass
+        tempfile.TemporaryFile(dir=folder, prefix=".tinyqml-probe-").close()  # creating it is the check
     except OSError as exc:
         raise OutputError(f"cannot write to the folder {folder}: {exc.strerror or exc}") from exc
 
